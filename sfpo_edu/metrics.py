@@ -1,0 +1,149 @@
+"""Run files: ``runs/<name>/config.json``, ``metrics.jsonl`` and ``samples.jsonl``.
+
+A run is a folder of plain files that anything can read (plots, notebooks, ``jq``):
+
+    logger = RunLogger("runs/sfpo-demo", config=cfg.to_dict())
+    logger.log({"step": 0, "reward/mean": 0.25, "sfpo/drift_norm": 0.01})
+    run = load_run("runs/sfpo-demo")      # Run(config=..., metrics=[{...}, ...])
+    run.series("reward/mean")             # (steps, values)
+
+Every metrics line is one flat dict with namespaced keys (``reward/…``, ``fast/…``,
+``slow/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced on its own,
+so a run killed at any moment leaves whole lines only (a torn last line is ignored on
+load and cut off on resume). ``config.json`` is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become null (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Whole lines of a JSONL file; a torn (unterminated) last line is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    text = path.read_text()
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if number == len(lines):  # no trailing newline: a write was interrupted
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err}).") from err
+    return rows
+
+
+class RunLogger:
+    """Appends metrics and samples to a run folder, one durable line at a time."""
+
+    def __init__(
+        self, run_dir: str | os.PathLike, config: dict[str, Any] | None = None
+    ):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            atomic_write_text(
+                self.run_dir / "config.json", json.dumps(config, indent=2)
+            )
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        line = json.dumps({k: _clean(v) for k, v in row.items()})
+        with open(self.run_dir / name, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Append one step's metrics (a flat dict, including ``step``)."""
+        self._append("metrics.jsonl", metrics)
+
+    def log_samples(self, rows: list[dict[str, Any]]) -> None:
+        """Append sample rows (prompt, completion, reward, advantage, step)."""
+        for row in rows:
+            self._append("samples.jsonl", row)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop every line whose ``step`` is > ``step`` (and any torn line): used on
+        resume so that no step is lost or written twice."""
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.run_dir / name
+            if path.exists():
+                keep = [r for r in _read_jsonl(path) if r.get("step", -1) <= step]
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+@dataclass
+class Run:
+    """A loaded run folder."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def keys(self) -> list[str]:
+        """Every metric key that appears in the run, sorted."""
+        return sorted({k for row in self.metrics for k in row})
+
+    def series(self, key: str, x: str = "step") -> tuple[list[float], list[float]]:
+        """(x values, key values) over the rows that have both and a finite value."""
+        xs, ys = [], []
+        for row in self.metrics:
+            if row.get(key) is not None and row.get(x) is not None:
+                xs.append(row[x])
+                ys.append(row[key])
+        return xs, ys
+
+
+def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
+    """Read a run folder written by RunLogger (``samples=True`` also reads samples)."""
+    path = Path(run_dir)
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(
+            f"{path} is not a run folder (no config.json). Fix: point at a folder "
+            f"written by `sfpo-edu train`, e.g. runs/<name> or data/runs/<name>."
+        )
+    return Run(
+        path=path,
+        config=json.loads(config_path.read_text()),
+        metrics=_read_jsonl(path / "metrics.jsonl"),
+        samples=_read_jsonl(path / "samples.jsonl") if samples else [],
+    )

@@ -1,0 +1,113 @@
+"""Parameter-space helpers: which tensors SFPO moves, snapshots, reposition, distances.
+
+SFPO works on the *trainable* parameters only. Under LoRA those are the adapter
+matrices; the frozen (possibly 4-bit) base model is never copied or touched.
+
+    params = trainable_params(model)
+    theta_0 = snapshot(params)                # fp32 copies, no grad
+    ...                                       # K fast steps move params to θ_K
+    interpolate_(params, theta_0, alpha)      # now params hold θ̃
+    distance(theta_0, params)                 # ‖θ̃ − θ₀‖
+
+Where this departs from a textbook:
+1. Snapshots are float32 (exact for fp32, bf16 and fp16 parameters), and the
+   reposition is computed in float32, then cast back to the parameter dtype.
+2. The reposition uses ``torch.lerp``, which returns exactly θ_K at α = 1 and exactly
+   θ₀ at α = 0; the literal θ₀ + α(θ_K − θ₀) can be off by one ulp at α = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+Snapshot = list[Tensor]
+
+
+def trainable_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
+    """The parameters with ``requires_grad`` (LoRA adapters only, under LoRA)."""
+    if isinstance(model_or_params, nn.Module):
+        candidates = model_or_params.parameters()
+    else:
+        candidates = model_or_params
+    params = [p for p in candidates if p.requires_grad]
+    if not params:
+        raise ValueError(
+            "no trainable parameters found (none has requires_grad=True). Fix: enable "
+            "LoRA or unfreeze some weights before training."
+        )
+    return params
+
+
+@torch.no_grad()
+def snapshot(params: Sequence[Tensor]) -> Snapshot:
+    """Detached float32 copies of ``params`` (e.g. θ₀ before the fast steps)."""
+    return [p.detach().float().clone() for p in params]
+
+
+@torch.no_grad()
+def restore_(params: Sequence[Tensor], snap: Snapshot) -> None:
+    """Copy a snapshot back into the parameters, in place."""
+    for p, s in zip(params, snap, strict=True):
+        p.copy_(s)
+
+
+@torch.no_grad()
+def interpolate_(params: Sequence[Tensor], theta_0: Snapshot, alpha: float) -> None:
+    """Reposition in place: θ ← θ₀ + α(θ − θ₀), i.e. θ_K → θ̃.
+
+    ``lerp(θ, θ₀, 1 − α) = θ + (1 − α)(θ₀ − θ)``, exact at both ends (α = 1 leaves θ_K,
+    α = 0 returns θ₀). Computed in fp32.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} must lie in [0, 1].")
+    for p, t0 in zip(params, theta_0, strict=True):
+        # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
+        if p.dtype == torch.float32:
+            p.lerp_(t0, 1.0 - alpha)
+        else:
+            p.copy_(p.float().lerp_(t0, 1.0 - alpha))
+
+
+def flatten(tensors: Sequence[Tensor]) -> Tensor:
+    """Concatenate tensors into one detached fp32 vector of length Σ numel, (D,)."""
+    return torch.cat([t.detach().float().reshape(-1) for t in tensors])
+
+
+def difference(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """a − b as one flat fp32 vector, (D,)."""
+    return flatten(a) - flatten(b)
+
+
+def distance(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
+    """Euclidean distance ‖a − b‖ between two parameter lists or snapshots."""
+    return difference(a, b).norm().item()
+
+
+def cosine(u: Tensor, v: Tensor) -> float:
+    """Cosine of the angle between two flat vectors; 0 if either is zero."""
+    denom = u.norm() * v.norm()
+    return (u @ v / denom).item() if denom > 0 else 0.0
+
+
+def drift_metrics(
+    theta_0: Snapshot, theta_k: Snapshot, theta_next: Sequence[Tensor], alpha: float
+) -> dict[str, float]:
+    """Distances of one SFPO step, from θ₀, θ_K and θ_{s+1} (θ̃ is recomputed exactly).
+
+    ``sfpo/drift_norm`` ‖θ_K − θ₀‖, ``sfpo/reposition_norm`` ‖θ̃ − θ₀‖,
+    ``sfpo/slow_step_norm`` ‖θ_{s+1} − θ̃‖, ``sfpo/cos_fast_slow`` cos(θ_K − θ₀,
+    θ_{s+1} − θ̃) and ``update/norm`` ‖θ_{s+1} − θ₀‖.
+    """
+    t0, tk, tn = flatten(theta_0), flatten(theta_k), flatten(theta_next)  # (D,)
+    theta_tilde = tk.lerp(t0, 1.0 - alpha)  # (D,), the same op as interpolate_
+    fast, slow = tk - t0, tn - theta_tilde  # (D,)
+    return {
+        "sfpo/drift_norm": fast.norm().item(),
+        "sfpo/reposition_norm": (theta_tilde - t0).norm().item(),
+        "sfpo/slow_step_norm": slow.norm().item(),
+        "sfpo/cos_fast_slow": cosine(fast, slow),
+        "update/norm": (tn - t0).norm().item(),
+    }

@@ -1,0 +1,317 @@
+"""THE algorithm: one GRPO update and one SFPO update on a rollout batch, and the stop rule.
+
+Both updates are policy-agnostic. They get the trainable parameters, the optimizer,
+the rollout batch and a ``loss_fn(batch) -> (loss, metrics)`` that reads the batch's
+``old_per_token_logps`` (computed once at θ₀ by the caller) and ``advantages``. The same
+functions train the 2-parameter toy in ``toy.py`` and a 4-bit LoRA language model.
+
+    metrics = sfpo_update(params, optimizer, batch, loss_fn, num_fast_steps=3, alpha=0.8)
+
+One SFPO update (paper Algorithm 1, arXiv 2510.04072):
+    1. fast:       K passes of the GRPO loss on the same batch   θ^{k+1} = θ^k − η∇L(θ^k)
+    2. reposition: pull back toward the start                    θ̃ = θ₀ + α(θ_K − θ₀)
+    3. slow:       one more pass, from and applied at θ̃          θ_{s+1} = θ̃ − η∇L(θ̃)
+
+Where this departs from (or pins down what is open in) the paper:
+1. Only trainable parameters are snapshotted and repositioned (LoRA adapters only).
+2. One optimizer for all stages; its state (Adam moments, step count) is never reset,
+   snapshotted or interpolated: the reference code's behaviour. Weight decay acts in
+   the fast steps too.
+3. A "pass" is ``num_minibatches`` optimizer steps over fixed, unshuffled slices of the
+   batch; 1 (the default) is the paper's one full-batch gradient step.
+4. With α = 0 the fast passes are skipped (they would still move Adam's moments), so
+   α = 0 is exactly one GRPO pass and α = 1 exactly GRPO with K+1 passes.
+5. The old log-probs are never recomputed: the clip band stays centred on θ₀, so the
+   slow pass starts with a ratio π_θ̃ / π_θ₀ that is already ≠ 1.
+6. A non-finite loss or gradient norm raises ``NonFiniteError`` before the optimizer
+   steps; ``update()`` then restores θ₀ and reports the step as skipped (Adam moments
+   from earlier, finite passes of that step are kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sfpo_edu.config import SFPOConfig
+from sfpo_edu.params import Snapshot, drift_metrics, interpolate_, restore_, snapshot
+
+LossFn = Callable[[Any], tuple[Tensor, dict[str, float]]]
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradient norm of a pass was NaN or infinite."""
+
+
+def split_batch(batch: Any, num_minibatches: int) -> list[Any]:
+    """Split a dataclass batch into equal, consecutive mini-batches along dim 0.
+
+    Tensor fields with a first dimension of B and list fields of length B are sliced;
+    every other field (e.g. ``group_size``, ``None``) is shared.
+    """
+    if num_minibatches == 1:
+        return [batch]
+    fields = dataclasses.fields(batch)
+    size = next(
+        len(v) for f in fields if isinstance(v := getattr(batch, f.name), Tensor | list)
+    )
+    if size % num_minibatches:
+        raise ValueError(
+            f"a batch of {size} cannot be split into {num_minibatches} equal "
+            f"mini-batches. Fix: choose num_minibatches that divides {size}."
+        )
+    step = size // num_minibatches
+
+    def part(value: Any, i: int) -> Any:
+        sliceable = isinstance(value, Tensor | list) and len(value) == size
+        return value[i * step : (i + 1) * step] if sliceable else value
+
+    return [
+        dataclasses.replace(
+            batch, **{f.name: part(getattr(batch, f.name), i) for f in fields}
+        )
+        for i in range(num_minibatches)
+    ]
+
+
+def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Average a list of metric dicts key by key."""
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def train_pass(
+    params: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    minibatches: Sequence[Any],
+    loss_fn: LossFn,
+    max_grad_norm: float | None = None,
+) -> list[dict[str, float]]:
+    """One pass over the batch: an optimizer step per mini-batch, in order.
+
+    Returns the loss_fn metrics of each mini-batch (plus ``grad_norm``), each measured
+    at the parameters *before* that mini-batch's step.
+    """
+    rows = []
+    for minibatch in minibatches:
+        optimizer.zero_grad(set_to_none=True)
+        loss, metrics = loss_fn(minibatch)
+        loss.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        if max_grad_norm is None:
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"loss={loss.item()}, grad_norm={grad_norm.item()}")
+        optimizer.step()
+        rows.append({**metrics, "grad_norm": grad_norm.item()})
+    optimizer.zero_grad(set_to_none=True)
+    return rows
+
+
+@torch.no_grad()
+def evaluate(loss_fn: LossFn, minibatches: Sequence[Any]) -> dict[str, float]:
+    """loss_fn metrics at the current parameters, without a step (mean over slices)."""
+    return mean_metrics([loss_fn(mb)[1] for mb in minibatches])
+
+
+def grpo_update(
+    params: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    loss_fn: LossFn,
+    *,
+    num_passes: int = 1,
+    num_minibatches: int = 1,
+    max_grad_norm: float | None = None,
+) -> dict[str, float]:
+    """GRPO: ``num_passes`` passes of the loss over one rollout batch (TRL's μ).
+
+    Metrics: the last pass as ``slow/…`` (it is the step that is kept), earlier passes'
+    last one as ``fast/…``, and ``sfpo/entropy`` from the last pass.
+    """
+    minibatches = split_batch(batch, num_minibatches)
+    passes = [
+        train_pass(params, optimizer, minibatches, loss_fn, max_grad_norm)
+        for _ in range(num_passes)
+    ]
+    metrics = prefixed("slow/", mean_metrics(passes[-1]))
+    if num_passes > 1:
+        metrics |= prefixed("fast/", mean_metrics(passes[-2]))
+    if "slow/entropy" in metrics:
+        metrics["sfpo/entropy"] = metrics["slow/entropy"]
+    return metrics
+
+
+def sfpo_update(
+    params: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    loss_fn: LossFn,
+    *,
+    num_fast_steps: int = 3,
+    alpha: float = 0.8,
+    num_minibatches: int = 1,
+    max_grad_norm: float | None = None,
+    diagnostics: bool = True,
+    theta_0: Snapshot | None = None,
+) -> dict[str, float]:
+    """SFPO: K fast passes, reposition to θ̃ = θ₀ + α(θ_K − θ₀), one slow pass from θ̃.
+
+    ``params`` must hold θ₀ (the behaviour policy that sampled ``batch``) on entry and
+    hold θ_{s+1} on return. ``theta_0`` may pass in a snapshot of θ₀ already taken.
+    ``diagnostics`` adds one no-grad evaluation at θ_K (``kl/theta_k``).
+    """
+    minibatches = split_batch(batch, num_minibatches)
+    theta_0 = snapshot(params) if theta_0 is None else theta_0
+    metrics = {"sfpo/alpha": alpha, "sfpo/active": float(alpha > 0)}
+
+    # 1. fast: K passes of the unchanged GRPO loss on the same batch.
+    # Eq. (2): θ^{k+1} = θ^k − η∇L(θ^k),  k = 0 … K−1
+    if alpha > 0:  # α = 0 skips them: θ̃ = θ₀ whatever they did, but Adam would move
+        for _ in range(num_fast_steps):
+            fast = train_pass(params, optimizer, minibatches, loss_fn, max_grad_norm)
+        metrics |= prefixed("fast/", mean_metrics(fast))
+        if diagnostics:
+            at_theta_k = evaluate(loss_fn, minibatches)
+            metrics |= {
+                "kl/theta_k": at_theta_k["kl"],
+                "clip/theta_k": at_theta_k["clip_frac"],
+            }
+    theta_k = snapshot(params)
+
+    # 2. reposition: pull the fast weights back toward the start, in place.
+    # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
+    interpolate_(params, theta_0, alpha)
+
+    # 3. slow: one more pass from θ̃, applied at θ̃ (old log-probs are still θ₀'s).
+    # Eq. (4): θ_{s+1} = θ̃ − η∇L(θ̃)
+    slow = train_pass(params, optimizer, minibatches, loss_fn, max_grad_norm)
+    metrics |= prefixed("slow/", mean_metrics(slow))
+    metrics["kl/theta_tilde"] = slow[0]["kl"]  # measured at θ̃, before the slow step
+    if "entropy" in slow[-1]:
+        metrics["sfpo/entropy"] = mean_metrics(slow)["entropy"]
+    metrics |= drift_metrics(theta_0, theta_k, params, alpha)
+    return metrics
+
+
+@dataclass
+class StopRule:
+    """Switches SFPO off for good when the policy entropy behaves unusually.
+
+    Call ``check(step)`` before each update and ``record(entropy)`` after it. With at
+    least ω entropies H recorded, z = (H[-1] − mean(H[-ω:])) / (std(H[-ω:]) + 1e-9)
+    (population std; the window includes the latest value).
+
+    * ``rise`` (reference code): fire when z ≥ τ.
+    * ``abs`` (paper): fire when |z| ≥ τ. On a steadily falling entropy |z| ≈ 1.68 for
+      ω = 30, so τ = 1 fires as soon as the window fills.
+    * ``step``: fire at ``stop_step``;  ``never``: never fire.
+    """
+
+    rule: str = "rise"
+    window: int = 30
+    threshold: float = 1.0
+    stop_step: int | None = None
+    entropies: list[float] = field(default_factory=list)
+    fired_at: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: SFPOConfig) -> StopRule:
+        return cls(cfg.stop_rule, cfg.stop_window, cfg.stop_threshold, cfg.stop_step)
+
+    def zscore(self) -> float | None:
+        """z of the latest entropy within the last ω; None before ω are recorded."""
+        if len(self.entropies) < self.window:
+            return None
+        recent = self.entropies[-self.window :]
+        return (recent[-1] - statistics.fmean(recent)) / (
+            statistics.pstdev(recent) + 1e-9
+        )
+
+    def check(self, step: int) -> bool:
+        """True when SFPO must be off at ``step`` (fires at most once, permanently)."""
+        if self.fired_at is None:
+            z = self.zscore()
+            fire = {
+                "rise": z is not None and z >= self.threshold,
+                "abs": z is not None and abs(z) >= self.threshold,
+                "step": self.stop_step is not None and step >= self.stop_step,
+                "never": False,
+            }[self.rule]
+            if fire:
+                self.fired_at = step
+        return self.fired_at is not None
+
+    def record(self, entropy: float) -> None:
+        if math.isfinite(entropy):
+            self.entropies.append(float(entropy))
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, list(value) if key == "entropies" else value)
+
+
+def update(
+    params: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    loss_fn: LossFn,
+    cfg: SFPOConfig,
+    stop_rule: StopRule,
+    step: int,
+) -> dict[str, float]:
+    """One outer step's update for ``cfg.algo``, with the stop rule and the
+    non-finite guard. This is what a trainer calls after the rollouts."""
+    z = stop_rule.zscore()
+    sfpo_off = stop_rule.check(step) if cfg.algo == "sfpo" else False
+    theta_0 = snapshot(params)
+    try:
+        if cfg.algo == "sfpo":
+            metrics = sfpo_update(
+                params, optimizer, batch, loss_fn,
+                num_fast_steps=cfg.num_fast_steps,
+                alpha=0.0 if sfpo_off else cfg.alpha,
+                num_minibatches=cfg.num_minibatches,
+                max_grad_norm=cfg.max_grad_norm,
+                diagnostics=cfg.diagnostics,
+                theta_0=theta_0,
+            )  # fmt: skip
+        else:
+            metrics = grpo_update(
+                params, optimizer, batch, loss_fn,
+                num_passes=cfg.num_passes,
+                num_minibatches=cfg.num_minibatches,
+                max_grad_norm=cfg.max_grad_norm,
+            )  # fmt: skip
+            metrics["sfpo/alpha"] = cfg.effective_alpha
+            metrics["sfpo/active"] = 0.0
+    except NonFiniteError as err:
+        restore_(params, theta_0)
+        warnings.warn(
+            f"step {step} skipped, parameters restored to θ₀: {err}", stacklevel=2
+        )
+        return {"update/skipped": 1.0, "sfpo/alpha": 0.0, "sfpo/active": 0.0}
+    metrics["update/skipped"] = 0.0
+    metrics["sfpo/stopped"] = float(sfpo_off)
+    if z is not None:
+        metrics["sfpo/entropy_z"] = z
+    if "sfpo/entropy" in metrics:
+        stop_rule.record(metrics["sfpo/entropy"])
+    return metrics

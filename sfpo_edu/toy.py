@@ -1,0 +1,321 @@
+"""An exact toy: a 2-parameter softmax bandit, trained by the real GRPO / SFPO updates.
+
+Think of each arm as one possible answer to a single prompt. The policy is a softmax
+over arms whose logits are ``features @ θ`` with θ ∈ R², each arm's feature a unit
+vector at its own angle: the direction of θ chooses an answer, its length how sure the
+policy is. The expected reward J(θ) = Σ_a π_θ(a) r_a is known in closed form, so the
+landscape can be drawn exactly and every stage of an update costs microseconds.
+
+    bandit = ToyBandit()
+    cfg = toy_config(algo="sfpo")
+    run = run_toy(cfg, num_steps=50)          # ToyRun: thetas, expected rewards, ...
+
+The toy's ``loss_fn`` is built from ``losses.grpo_loss`` and is passed to the very same
+``sfpo.update`` that trains a language model. A completion is one token (the arm), so
+``per_token_logps`` has shape (B, 1).
+
+Lookahead (Zhang et al. 2019) is here for contrast: its inner steps use *fresh* rollout
+batches and it takes no extra step after pulling back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sfpo_edu.config import SFPOConfig
+from sfpo_edu.losses import group_advantages, grpo_loss
+from sfpo_edu.params import flatten, interpolate_, snapshot, trainable_params
+from sfpo_edu.sfpo import LossFn, StopRule, mean_metrics, prefixed, train_pass, update
+
+TOY_ALGOS = ("grpo", "grpo_multi", "sfpo", "lookahead")
+
+# Six answers around the circle. 0.1 mimics the reference reward for "a parseable but
+# wrong answer", 1.0 the correct one. The start leans away from the correct answer
+# (J(θ₀) ≈ 0.12), so the path to it has to bend around the circle.
+ARM_ANGLES_DEG = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
+ARM_REWARDS = (0.1, 0.0, 0.1, 1.0, 0.0, 0.0)
+THETA_INIT = (0.5, -0.5)
+
+
+@dataclass
+class ToyBatch:
+    """A rollout batch of the bandit: B = num_groups × G one-token completions."""
+
+    actions: Tensor  # (B,) chosen arm
+    rewards: Tensor  # (B,)
+    advantages: Tensor  # (B,)
+    old_per_token_logps: Tensor  # (B, 1) log π_θ₀(a), computed once at sampling time
+    completion_mask: Tensor  # (B, 1) all ones
+    group_size: int
+
+
+class ToyBandit(nn.Module):
+    """Softmax policy over arms with logits ``features @ θ``; θ is the only parameter."""
+
+    def __init__(
+        self,
+        theta_init: Sequence[float] = THETA_INIT,
+        arm_angles_deg: Sequence[float] = ARM_ANGLES_DEG,
+        arm_rewards: Sequence[float] = ARM_REWARDS,
+    ) -> None:
+        super().__init__()
+        if len(arm_angles_deg) != len(arm_rewards) or len(arm_rewards) < 2:
+            raise ValueError(
+                "arm_angles_deg and arm_rewards must have the same length (>= 2 arms)."
+            )
+        angles = torch.tensor(arm_angles_deg, dtype=torch.float64) * math.pi / 180
+        features = torch.stack([angles.cos(), angles.sin()], dim=1).float()  # (A, 2)
+        self.register_buffer("features", features)
+        self.register_buffer("arm_rewards", torch.tensor(arm_rewards).float())  # (A,)
+        self.theta = nn.Parameter(torch.tensor(theta_init, dtype=torch.float32))  # (2,)
+
+    def log_probs(self, theta: Tensor | None = None) -> Tensor:
+        """log π_θ(a) for every arm: (..., 2) → (..., A)."""
+        theta = self.theta if theta is None else theta
+        return torch.log_softmax(theta @ self.features.T, dim=-1)
+
+    @torch.no_grad()
+    def expected_reward(self, theta: Tensor | None = None) -> Tensor:
+        """Exact J(θ) = Σ_a π_θ(a) r_a; θ of shape (..., 2) gives (...)."""
+        return self.log_probs(theta).exp() @ self.arm_rewards
+
+    @torch.no_grad()
+    def reward_grid(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """J on the grid θ = (x, y): returns (len(ys), len(xs)), ready for contourf."""
+        gx, gy = torch.meshgrid(xs.float(), ys.float(), indexing="xy")  # (Y, X)
+        return self.expected_reward(torch.stack([gx, gy], dim=-1))  # (Y, X)
+
+    @torch.no_grad()
+    def sample_batch(
+        self,
+        num_groups: int,
+        group_size: int,
+        generator: torch.Generator | None = None,
+        scale_rewards: bool = True,
+    ) -> ToyBatch:
+        """Sample G arms per group from π_θ (the behaviour policy θ₀), score them and
+        compute group advantages and the old log-probs, once."""
+        logp = self.log_probs()  # (A,)
+        actions = torch.multinomial(
+            logp.exp(), num_groups * group_size, replacement=True, generator=generator
+        )  # (B,)
+        rewards = self.arm_rewards[actions]  # (B,)
+        advantages, _ = group_advantages(rewards, group_size, scale_rewards)
+        return ToyBatch(
+            actions=actions,
+            rewards=rewards,
+            advantages=advantages,
+            old_per_token_logps=logp[actions].unsqueeze(1),  # (B, 1)
+            completion_mask=torch.ones(len(actions), 1),  # (B, 1)
+            group_size=group_size,
+        )
+
+    def make_loss_fn(self, cfg: SFPOConfig) -> LossFn:
+        """The GRPO loss on a ToyBatch, with the exact policy entropy."""
+
+        def loss_fn(batch: ToyBatch) -> tuple[Tensor, dict[str, float]]:
+            logp_all = self.log_probs()  # (A,)
+            per_token_logps = logp_all[batch.actions].unsqueeze(1)  # (B, 1)
+            entropy = -(logp_all.exp() * logp_all).sum()  # ()
+            return grpo_loss(
+                per_token_logps,
+                batch.old_per_token_logps,
+                batch.advantages,
+                batch.completion_mask,
+                clip_eps=cfg.clip_eps,
+                loss_agg=cfg.loss_agg,
+                entropy_coef=cfg.entropy_coef,
+                entropy=entropy.expand_as(per_token_logps),  # (B, 1)
+            )
+
+        return loss_fn
+
+
+def toy_config(**changes: Any) -> SFPOConfig:
+    """An SFPOConfig with settings that suit the bandit (plain SGD, a big step, small
+    batches, no stop rule, no gradient clipping); pass fields to override."""
+    defaults: dict[str, Any] = dict(
+        optimizer="sgd",
+        lr=0.5,
+        num_prompts=1,
+        group_size=8,
+        num_fast_steps=3,
+        alpha=0.8,
+        max_grad_norm=None,
+        stop_rule="never",
+        num_steps=50,
+    )
+    return SFPOConfig(**(defaults | changes))
+
+
+def make_optimizer(params: Sequence[Tensor], cfg: SFPOConfig) -> torch.optim.Optimizer:
+    """The one optimizer of a run (shared by every stage, never reset)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lookahead_update(
+    params: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    sample_batch: Callable[[], Any],
+    loss_fn: LossFn,
+    *,
+    num_inner_steps: int = 3,
+    alpha: float = 0.8,
+    max_grad_norm: float | None = None,
+) -> dict[str, float]:
+    """Lookahead: k inner steps, each on a FRESH batch sampled at the current θ, then
+    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Uses k rollout batches per outer step."""
+    theta_0 = snapshot(params)
+    for _ in range(num_inner_steps):
+        rows = train_pass(params, optimizer, [sample_batch()], loss_fn, max_grad_norm)
+    interpolate_(params, theta_0, alpha)
+    return prefixed("fast/", mean_metrics(rows)) | {"sfpo/alpha": alpha}
+
+
+def record_calls(
+    loss_fn: LossFn, params: Sequence[Tensor]
+) -> tuple[LossFn, list[Tensor]]:
+    """Wrap a loss_fn so that every call stores the flat parameters it sees.
+
+    ``sfpo_update`` calls the loss at θ⁰ … θ^{K−1} (fast), at θ_K (diagnostics) and at
+    θ̃ (slow): the trace of those calls draws the fast path without touching the
+    algorithm."""
+    seen: list[Tensor] = []
+
+    def wrapped(batch: Any) -> tuple[Tensor, dict[str, float]]:
+        seen.append(flatten(params))
+        return loss_fn(batch)
+
+    return wrapped, seen
+
+
+@dataclass
+class ToyRun:
+    """What ``run_toy`` records: one row per outer step (index 0 = the start)."""
+
+    algo: str
+    thetas: Tensor  # (S+1, 2) outer iterates θ_s
+    expected_reward: Tensor  # (S+1,) exact J(θ_s)
+    rollouts: Tensor  # (S+1,) completions sampled so far
+    fast_paths: list[Tensor] = field(
+        default_factory=list
+    )  # per step: (K+1, 2) θ⁰ … θ_K
+    theta_tildes: list[Tensor] = field(default_factory=list)  # per step: (2,) θ̃
+    metrics: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_toy(
+    cfg: SFPOConfig,
+    *,
+    algo: str | None = None,
+    num_steps: int | None = None,
+    seed: int | None = None,
+    bandit: ToyBandit | None = None,
+) -> ToyRun:
+    """Train the bandit for ``num_steps`` outer steps with ``algo`` (default
+    ``cfg.algo``; also ``lookahead``) and record the exact trajectory."""
+    algo = cfg.algo if algo is None else algo
+    if algo not in TOY_ALGOS:
+        raise ValueError(f"algo={algo!r} is not one of {TOY_ALGOS}.")
+    num_steps = cfg.num_steps if num_steps is None else num_steps
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    bandit = ToyBandit() if bandit is None else bandit
+    generator = torch.Generator().manual_seed(seed)
+    params = trainable_params(bandit)
+    optimizer = make_optimizer(params, cfg)
+    loss_fn = bandit.make_loss_fn(cfg)
+    stop_rule = StopRule.from_config(cfg)
+    run_cfg = cfg if algo == "lookahead" else cfg.replace(algo=algo, diagnostics=True)
+
+    def sample() -> ToyBatch:
+        return bandit.sample_batch(
+            cfg.num_prompts, cfg.group_size, generator, cfg.scale_rewards
+        )
+
+    thetas, rewards, rollouts = [flatten(params)], [bandit.expected_reward()], [0]
+    run = ToyRun(algo, torch.empty(0), torch.empty(0), torch.empty(0))
+    for step in range(num_steps):
+        if algo == "lookahead":
+            metrics = lookahead_update(
+                params, optimizer, sample, loss_fn,
+                num_inner_steps=cfg.num_fast_steps, alpha=cfg.alpha,
+                max_grad_norm=cfg.max_grad_norm,
+            )  # fmt: skip
+            used = cfg.num_fast_steps * cfg.batch_size
+        else:
+            traced, seen = record_calls(loss_fn, params)
+            metrics = update(
+                params, optimizer, sample(), traced, run_cfg, stop_rule, step
+            )
+            used = cfg.batch_size
+            run.fast_paths.append(_fast_path(seen, run_cfg, metrics))
+            run.theta_tildes.append(_theta_tilde(run.fast_paths[-1], metrics))
+        thetas.append(flatten(params))
+        rewards.append(bandit.expected_reward())
+        rollouts.append(rollouts[-1] + used)
+        run.metrics.append(metrics)
+    run.thetas = torch.stack(thetas)
+    run.expected_reward = torch.stack(rewards)
+    run.rollouts = torch.tensor(rollouts)
+    return run
+
+
+def _fast_path(
+    seen: list[Tensor], cfg: SFPOConfig, metrics: dict[str, float]
+) -> Tensor:
+    """θ⁰ … θ_K from the recorded loss calls of one update, (K+1, 2)."""
+    if metrics.get("update/skipped"):
+        return seen[:1][0].unsqueeze(0)
+    if cfg.algo == "sfpo" and metrics.get("sfpo/alpha", 0) > 0:
+        return torch.stack(seen[: cfg.num_fast_steps + 1])  # θ⁰..θ^{K−1}, θ_K
+    if cfg.algo == "grpo_multi":
+        return torch.stack(seen[: cfg.num_passes])  # every pass start
+    return seen[0].unsqueeze(0)
+
+
+def _theta_tilde(fast_path: Tensor, metrics: dict[str, float]) -> Tensor:
+    """θ̃ = θ₀ + α(θ_K − θ₀), recomputed from the fast path, (2,)."""
+    alpha = metrics.get("sfpo/alpha", 0.0)
+    return fast_path[-1].lerp(fast_path[0], 1.0 - alpha)
+
+
+def compare_toy(
+    cfg: SFPOConfig | None = None,
+    *,
+    algos: Sequence[str] = TOY_ALGOS,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    num_steps: int | None = None,
+) -> dict[str, list[ToyRun]]:
+    """Every algorithm from the same start, over several seeds: {algo: [ToyRun, ...]}."""
+    cfg = toy_config() if cfg is None else cfg
+    return {
+        algo: [run_toy(cfg, algo=algo, seed=s, num_steps=num_steps) for s in seeds]
+        for algo in algos
+    }
+
+
+def comparison_table(runs: dict[str, list[ToyRun]], every: int = 10) -> str:
+    """A plain-text table of mean expected reward (over seeds) per outer step, with the
+    rollouts each algorithm used by the last step."""
+    algos = list(runs)
+    num_steps = len(runs[algos[0]][0].expected_reward) - 1
+    steps = sorted(set(range(0, num_steps + 1, every)) | {num_steps})
+    head = f"{'step':>6} " + " ".join(f"{a:>12}" for a in algos)
+    lines = [f"Expected reward J(θ_s), mean of {len(runs[algos[0]])} seeds", head]
+    for s in steps:
+        row = [
+            torch.stack([r.expected_reward[s] for r in runs[a]]).mean() for a in algos
+        ]
+        lines.append(f"{s:>6} " + " ".join(f"{v.item():>12.3f}" for v in row))
+    used = [int(runs[a][0].rollouts[-1]) for a in algos]
+    lines.append(f"{'rollouts':>6} " + " ".join(f"{u:>12d}" for u in used))
+    return "\n".join(lines)

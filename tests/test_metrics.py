@@ -1,0 +1,53 @@
+"""Run files: durable JSONL lines, torn-line recovery, truncation on resume."""
+
+import json
+
+import pytest
+
+from sfpo_edu.metrics import RunLogger, atomic_write_text, load_run
+
+
+def test_log_and_load(tmp_path):
+    logger = RunLogger(tmp_path / "r", config={"algo": "sfpo"})
+    logger.log({"step": 0, "reward/mean": 0.25, "kl/theta_k": float("nan")})
+    logger.log({"step": 1, "reward/mean": 0.5})
+    logger.log_samples([{"step": 0, "completion": "4", "reward": 1.0}])
+    run = load_run(tmp_path / "r", samples=True)
+    assert run.config == {"algo": "sfpo"} and run.name == "r"
+    assert run.series("reward/mean") == ([0, 1], [0.25, 0.5])
+    assert run.metrics[0]["kl/theta_k"] is None  # NaN is not valid JSON: stored as null
+    assert run.series("kl/theta_k") == ([], [])
+    assert run.samples[0]["completion"] == "4"
+    assert "reward/mean" in run.keys()
+
+
+def test_torn_last_line_is_ignored_and_truncate_after(tmp_path):
+    logger = RunLogger(tmp_path, config={})
+    for step in range(4):
+        logger.log({"step": step, "x": step})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "x"')  # killed mid-write
+    assert [r["step"] for r in load_run(tmp_path).metrics] == [0, 1, 2, 3]
+    logger.truncate_after(1)
+    assert [r["step"] for r in load_run(tmp_path).metrics] == [0, 1]
+    assert (tmp_path / "metrics.jsonl").read_text().endswith("\n")
+
+
+def test_bad_line_in_the_middle_names_file_and_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        load_run(tmp_path)
+
+
+def test_missing_run_folder_explains_itself(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        load_run(tmp_path / "nope")
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "a" / "config.json"
+    atomic_write_text(path, json.dumps({"a": 1}))
+    atomic_write_text(path, json.dumps({"a": 2}))
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]
