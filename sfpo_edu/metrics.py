@@ -132,6 +132,36 @@ class Run:
         return xs, ys
 
 
+def save_trajectory(
+    run_dir: str | os.PathLike, step: int, points: dict[str, Any]
+) -> None:
+    """Save one outer step's parameter-space points for trajectory plots.
+
+    ``points``: ``theta_0`` (D,), ``fast`` (K+1, D) = θ⁰ … θ_K, ``theta_tilde`` (D,),
+    ``theta_next`` (D,), all flat trainable vectors; stored as float16 safetensors in
+    ``trajectory/step_{step:06d}.safetensors`` (written atomically)."""
+    from safetensors.torch import save_file
+
+    folder = Path(run_dir) / "trajectory"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:06d}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().half().contiguous() for k, v in points.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_trajectory(run_dir: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
+    """[(step, {"theta_0", "fast", "theta_tilde", "theta_next"} as float32), ...]."""
+    from safetensors.torch import load_file
+
+    folder = Path(run_dir) / "trajectory"
+    out = []
+    for path in sorted(folder.glob("step_*.safetensors")):
+        step = int(path.stem.split("_")[1])
+        out.append((step, {k: v.float() for k, v in load_file(str(path)).items()}))
+    return out
+
+
 def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
     """Read a run folder written by RunLogger (``samples=True`` also reads samples)."""
     path = Path(run_dir)

@@ -1,0 +1,274 @@
+"""Rewards: read the answer out of a completion and check it against the gold answer.
+
+The trainer calls one function per batch::
+
+    rewards, metrics = score_completions(completions, answers, scheme="binary")
+    # rewards: list[float], one per completion
+    # metrics: {"reward/accuracy": ..., "reward/format": ...}
+
+Three steps, each usable on its own:
+
+1. ``extract_answer(text)``: the last ``\\boxed{...}``, else ``#### <n>`` (GSM8K
+   style), else the last number in the text. "Last", not "first": a small model
+   writes ``2 + 9 = 11``, and the answer is the 11.
+2. ``is_correct(pred, gold)``: plain numbers are compared exactly (``5 == 5.0``);
+   anything else (``\\frac{1}{2}`` vs ``0.5``) goes to ``math_verify``.
+3. ``reward(completion, answer, scheme)``: ``"binary"`` gives 1 or 0;
+   ``"reference"`` follows the SFPO reference code: 1 correct, 0.1 for an answer
+   that can be extracted but is wrong, 0 when there is none.
+
+Model output is untrusted text. Nothing here calls ``eval``/``exec`` or sympifies a
+raw string; the only parser that sees it is ``math_verify``'s. Every step is
+bounded: only the last ``MAX_TEXT_CHARS`` characters of a completion are read,
+``\\boxed{}`` contents are cut off at ``MAX_ANSWER_CHARS`` characters and
+``MAX_BRACE_DEPTH`` levels of nesting, and an answer longer than
+``MAX_ANSWER_CHARS`` is never correct.
+
+The time limit. ``math_verify`` can hang on a short string (``\\boxed{9^{9^{9}}}``
+makes sympy build a number with 370 million digits). Its own timeouts use
+``signal.alarm``: whole seconds only, main thread only (from any other thread it
+raises), and a signal cannot stop a long call inside C. So ``math_verify`` runs in
+one helper process (``python -c``, started on first use, about 0.5 s, shared by all
+threads behind a lock) with its own timeouts switched off. The caller waits at most
+``timeout_s`` for the reply; past that the helper is killed (this stops anything,
+C code and runaway memory included), the answer counts as wrong, and the next call
+starts a fresh helper. The wait for a helper to start is not counted in
+``timeout_s``. Plain-number answers, the common case for arithmetic and GSM8K,
+never reach the helper.
+
+Departure from the SFPO reference code: it rewards only a ``\\boxed{}`` answer; here
+``#### n`` and a bare last number count too, because SmolLM2-135M almost never
+boxes its answer (asking it to drops its starting accuracy to about 0).
+"""
+
+import atexit
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+
+SCHEMES = ("binary", "reference")
+MAX_TEXT_CHARS = 20_000  # only the end of a completion is read
+MAX_ANSWER_CHARS = 1_000  # longer \boxed{} contents or answers are rejected
+MAX_BRACE_DEPTH = 20  # deeper nesting inside \boxed{} is rejected
+MAX_NUMBER_DIGITS = 50  # longer digit strings are not "plain numbers"
+
+# An optional sign (not after a letter or digit: "3-2" is not "-2"), thousands
+# groups like 1,234 or plain digits, then an optional decimal part.
+_NUMBER = r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+_NUMBER_RE = re.compile(_NUMBER)
+_HASH_ANSWER_RE = re.compile(r"####\s*\$?\s*(" + _NUMBER + ")")
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def extract_answer(text: str) -> str | None:
+    """Return the answer a completion gives, or None if it gives none.
+
+    Order: the contents of the last ``\\boxed{...}``, else the number after the last
+    ``####``, else the last number in the text (thousands commas removed:
+    ``"1,234"`` gives ``"1234"``). Only the last ``MAX_TEXT_CHARS`` characters are
+    read: answers come at the end, and this keeps hostile input cheap.
+    """
+    tail = text[-MAX_TEXT_CHARS:]
+    boxed = _last_boxed(tail)
+    if boxed is not None:
+        return boxed
+    hashes = tail.rfind("####")
+    if hashes != -1:
+        match = _HASH_ANSWER_RE.match(tail, hashes)
+        if match:
+            return match.group(1).replace(",", "")
+    numbers = _NUMBER_RE.findall(tail)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def _last_boxed(text: str) -> str | None:
+    """Contents of the last ``\\boxed{...}`` with balanced braces, within bounds."""
+    start = text.rfind("\\boxed{")
+    if start == -1:
+        return None
+    begin = start + len("\\boxed{")
+    depth = 1
+    for i in range(begin, min(len(text), begin + MAX_ANSWER_CHARS + 1)):
+        if text[i] == "{":
+            depth += 1
+            if depth > MAX_BRACE_DEPTH:
+                return None
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[begin:i].strip() or None
+    return None  # unbalanced, or longer than MAX_ANSWER_CHARS
+
+
+def is_correct(pred: str, gold: str, timeout_s: float = 1.0) -> bool:
+    """True if the predicted answer equals the gold answer.
+
+    Two plain numbers (``"12"``, ``"-3.50"``, ``"1,234"``) are compared exactly as
+    decimals. Anything else is checked by ``math_verify`` in a helper process that
+    is killed after ``timeout_s`` seconds (then the answer counts as wrong); see the
+    module docstring. Empty answers and answers longer than ``MAX_ANSWER_CHARS`` are
+    never correct.
+    """
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}.")
+    pred, gold = pred.strip(), gold.strip()
+    if not pred or not gold or max(len(pred), len(gold)) > MAX_ANSWER_CHARS:
+        return False
+    pred_number, gold_number = _as_number(pred), _as_number(gold)
+    if pred_number is not None and gold_number is not None:
+        return pred_number == gold_number
+    return _math_verify(pred, gold, timeout_s)
+
+
+def _as_number(s: str) -> Decimal | None:
+    """The value of a plain number string, or None if it is not one."""
+    # The length cap comes first: int("9" * 5000) raises on Python 3.11+, and huge
+    # numbers are not answers to our tasks anyway.
+    if len(s) > MAX_NUMBER_DIGITS or not _PLAIN_NUMBER_RE.fullmatch(s):
+        return None
+    return Decimal(s.replace(",", ""))
+
+
+def reward(completion: str, answer: str, scheme: str = "binary") -> float:
+    """Reward of one completion: see ``SCHEMES`` and the module docstring."""
+    _check_scheme(scheme)
+    extracted, correct = _judge(completion, answer)
+    return _reward_value(extracted, correct, scheme)
+
+
+def score_completions(
+    completions: list[str], answers: list[str], scheme: str = "binary"
+) -> tuple[list[float], dict[str, float]]:
+    """Rewards for a batch, plus ``reward/accuracy`` and ``reward/format`` metrics.
+
+    ``answers[i]`` is the gold answer for ``completions[i]`` (repeat each prompt's
+    answer G times for a group). ``reward/accuracy`` is the fraction correct,
+    ``reward/format`` the fraction with an extractable answer (0.0 for an empty
+    batch).
+    """
+    _check_scheme(scheme)
+    if len(completions) != len(answers):
+        raise ValueError(
+            f"got {len(completions)} completions but {len(answers)} answers; pass one "
+            "gold answer per completion (repeat each prompt's answer G times)."
+        )
+    judged = [_judge(c, a) for c, a in zip(completions, answers, strict=True)]
+    rewards = [
+        _reward_value(extracted, correct, scheme) for extracted, correct in judged
+    ]
+    n = max(len(judged), 1)
+    metrics = {
+        "reward/accuracy": sum(correct for _, correct in judged) / n,
+        "reward/format": sum(extracted for extracted, _ in judged) / n,
+    }
+    return rewards, metrics
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {SCHEMES}.")
+
+
+def _judge(completion: str, answer: str) -> tuple[bool, bool]:
+    """(an answer was extracted, it is correct)."""
+    pred = extract_answer(completion)
+    if pred is None:
+        return False, False
+    return True, is_correct(pred, answer)
+
+
+def _reward_value(extracted: bool, correct: bool, scheme: str) -> float:
+    if correct:
+        return 1.0
+    return 0.1 if extracted and scheme == "reference" else 0.0
+
+
+# --- math_verify in a helper process, killed when it runs over time ---------------
+
+# Reads one JSON [pred, gold] per line, writes "1" or "0" per line. Both answers are
+# wrapped in \boxed{} so math_verify parses the whole string as one LaTeX answer.
+_WORKER_CODE = r"""
+import json, sys
+from math_verify import parse, verify
+print("ready", flush=True)
+for line in sys.stdin:
+    pred, gold = json.loads(line)
+    try:
+        ok = verify(
+            parse("\\boxed{" + gold + "}", parsing_timeout=None),
+            parse("\\boxed{" + pred + "}", parsing_timeout=None),
+            timeout_seconds=None,
+        )
+    except Exception:
+        ok = False
+    print(int(bool(ok)), flush=True)
+"""
+_STARTUP_TIMEOUT_S = 60.0
+_lock = threading.Lock()
+_worker: subprocess.Popen | None = None
+_replies: queue.Queue[str | None] = queue.Queue()
+
+
+def _math_verify(pred: str, gold: str, timeout_s: float) -> bool:
+    """``math_verify`` on (pred, gold), given at most ``timeout_s`` seconds."""
+    with _lock:  # one question at a time, so each reply matches its question
+        if _worker is None or _worker.poll() is not None:
+            _start_worker()
+        try:
+            _worker.stdin.write(json.dumps([pred, gold]) + "\n")
+            _worker.stdin.flush()
+            reply = _replies.get(timeout=timeout_s)
+        except (queue.Empty, OSError):
+            reply = None
+        if reply is None:  # over time, or the helper died: start afresh next time
+            _stop_worker()
+        return reply == "1"
+
+
+def _start_worker() -> None:
+    global _worker, _replies
+    replies: queue.Queue[str | None] = queue.Queue()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_CODE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    # A thread turns the helper's stdout into a queue, so waits can have a timeout
+    # on every OS (select() does not work on pipes on Windows).
+    threading.Thread(target=_pump, args=(proc.stdout, replies), daemon=True).start()
+    try:
+        first = replies.get(timeout=_STARTUP_TIMEOUT_S)
+    except queue.Empty:
+        first = None
+    if first != "ready":
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(
+            "could not start the math_verify helper process; check that "
+            f"`{sys.executable} -c 'import math_verify'` works "
+            "(pip install math-verify)."
+        )
+    _worker, _replies = proc, replies
+
+
+def _pump(stream, replies: queue.Queue[str | None]) -> None:
+    for line in stream:
+        replies.put(line.strip())
+    replies.put(None)  # end of output: the helper exited
+
+
+def _stop_worker() -> None:
+    global _worker
+    if _worker is not None:
+        _worker.kill()
+        _worker.wait()
+        _worker = None
+
+
+atexit.register(_stop_worker)

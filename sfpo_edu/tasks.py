@@ -1,0 +1,333 @@
+"""Tasks: the prompts a policy trains on, each with its gold answer.
+
+The trainer needs one call::
+
+    problems = load_task("arithmetic", n=64, seed=0, split="train")
+    problems[0]  # Problem(prompt="What is 7 + 12? Answer with just the number.",
+                 #         answer="19", source="arithmetic")
+
+``task`` is one of:
+
+- ``"arithmetic"``: the default, a + b with a, b in 1..20, generated in code, offline.
+  SmolLM2-135M-Instruct starts at about 25% reward on it at temperature 0.7, so
+  GRPO has signal from the first step.
+- ``"arithmetic-hard"``: + and - on numbers in 1..50, two operations
+  (``"What is 31 - 7 + 44? ..."``).
+- a path ending in ``.jsonl``: one ``{"prompt": ..., "answer": ...}`` object a line.
+- ``"gsm8k"``: grade-school word problems from the Hugging Face hub (online only;
+  offline, use ``load_gsm8k(path=...)`` on a local copy).
+- ``"reasoning_gym:<name>"``: any generator of the optional ``reasoning-gym`` package,
+  e.g. ``"reasoning_gym:chain_sum"``.
+
+Splits. ``split="train"`` and ``split="heldout"`` never share a problem. For
+arithmetic, each expression's split is fixed by a hash of its text, so
+``"3 + 4"`` is in the same split whatever the seed or the knobs. For GSM8K the
+splits are the dataset's train and test. A JSONL file is its own split (``split``
+is ignored). reasoning-gym has no splits: ``"heldout"`` uses another seed, which
+makes a different sample but does not guarantee that no problem repeats.
+
+When a task has fewer distinct problems than ``n``, the problems are dealt out in
+shuffled passes (like epochs), so every problem appears once before any repeats.
+"""
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "heldout")
+OPS = ("+", "-", "*")
+HELDOUT_PERCENT = 20  # share of arithmetic expressions that belong to "heldout"
+PROMPT_TEMPLATE = "What is {expression}? Answer with just the number."
+GSM8K_INSTRUCTION = "Solve the problem, then give the final answer as just a number."
+_ENUMERATE_LIMIT = 50_000  # arithmetic spaces up to this size are listed in full
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One prompt and its gold answer.
+
+    ``prompt`` is the user-turn text (the chat template is applied later);
+    ``answer`` the gold answer as a string, as ``rewards.is_correct`` expects;
+    ``source`` says where it came from (task name or file), for logs.
+    """
+
+    prompt: str
+    answer: str
+    source: str = ""
+
+
+def arithmetic_problems(
+    n: int,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    min_operand: int = 1,
+    max_operand: int = 20,
+    ops: tuple[str, ...] = ("+",),
+    num_steps: int = 1,
+) -> list[Problem]:
+    """``n`` seeded arithmetic problems such as ``"What is 3 + 4 - 2? ..."``.
+
+    Each expression has ``num_steps`` operations drawn from ``ops`` (a subset of
+    ``"+", "-", "*"``) on ``num_steps + 1`` integers in
+    ``[min_operand, max_operand]``; the answer follows the usual precedence
+    (``*`` before ``+`` and ``-``) and is always an integer.
+
+    An expression belongs to ``"heldout"`` if a SHA-256 hash of its text falls in
+    the first ``HELDOUT_PERCENT`` percent, else to ``"train"``. Small spaces (up to
+    ``_ENUMERATE_LIMIT`` expressions, e.g. the 400 of the default) are listed in
+    full and dealt out in shuffled passes, so nothing repeats until every
+    expression of the split has been used. Larger spaces are sampled at random,
+    where repeats are rare. Raises ``ValueError`` for bad knobs or an empty split.
+    """
+    _check_arithmetic_knobs(n, split, min_operand, max_operand, ops, num_steps)
+    rng = random.Random(seed)
+    operands = range(min_operand, max_operand + 1)
+    size = len(operands) ** (num_steps + 1) * len(ops) ** num_steps
+    if size <= _ENUMERATE_LIMIT:
+        pool = [
+            (numbers, chosen_ops)
+            for numbers in itertools.product(operands, repeat=num_steps + 1)
+            for chosen_ops in itertools.product(ops, repeat=num_steps)
+            if _split_of(_expression_text(numbers, chosen_ops)) == split
+        ]
+        if not pool:
+            raise ValueError(
+                f"the {split!r} split is empty for operands {min_operand}..."
+                f"{max_operand}, ops {ops}, num_steps {num_steps}; widen the "
+                "operand range or add steps."
+            )
+        expressions = _deal(pool, n, rng)
+    else:
+        expressions = []
+        while len(expressions) < n:
+            numbers = tuple(rng.choice(operands) for _ in range(num_steps + 1))
+            chosen_ops = tuple(rng.choice(ops) for _ in range(num_steps))
+            if _split_of(_expression_text(numbers, chosen_ops)) == split:
+                expressions.append((numbers, chosen_ops))
+    return [
+        Problem(
+            prompt=PROMPT_TEMPLATE.format(expression=_expression_text(nums, chosen)),
+            answer=str(_evaluate(nums, chosen)),
+            source="arithmetic",
+        )
+        for nums, chosen in expressions
+    ]
+
+
+def _check_arithmetic_knobs(
+    n: int,
+    split: str,
+    min_operand: int,
+    max_operand: int,
+    ops: tuple[str, ...],
+    num_steps: int,
+) -> None:
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    _check_split(split)
+    if min_operand > max_operand:
+        raise ValueError(
+            f"min_operand ({min_operand}) must be <= max_operand ({max_operand})."
+        )
+    if not ops or any(op not in OPS for op in ops):
+        raise ValueError(
+            f"ops must be a non-empty tuple drawn from {OPS}, got {ops!r}."
+        )
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}.")
+
+
+def _expression_text(numbers: tuple[int, ...], ops: tuple[str, ...]) -> str:
+    """Canonical text: ``(3, 4, 2), ("+", "-")`` gives ``"3 + 4 - 2"``."""
+    parts = [str(numbers[0])]
+    for op, number in zip(ops, numbers[1:], strict=True):
+        parts += [op, str(number)]
+    return " ".join(parts)
+
+
+def _split_of(expression: str) -> str:
+    """``"heldout"`` or ``"train"``, fixed by a stable hash of the expression text.
+
+    (Python's ``hash()`` changes between runs, so it would not do.)
+    """
+    bucket = int.from_bytes(hashlib.sha256(expression.encode()).digest()[:4], "big")
+    return "heldout" if bucket % 100 < HELDOUT_PERCENT else "train"
+
+
+def _evaluate(numbers: tuple[int, ...], ops: tuple[str, ...]) -> int:
+    """Value with ``*`` before ``+``/``-``: a sum of terms, each a product."""
+    terms = [numbers[0]]
+    for op, number in zip(ops, numbers[1:], strict=True):
+        if op == "*":
+            terms[-1] *= number
+        else:
+            terms.append(number if op == "+" else -number)
+    return sum(terms)
+
+
+def _deal(pool: list, n: int, rng: random.Random) -> list:
+    """``n`` items from ``pool`` in shuffled passes: no repeats until all are used."""
+    pool = list(pool)
+    dealt: list = []
+    while len(dealt) < n:
+        rng.shuffle(pool)
+        dealt += pool
+    return dealt[:n]
+
+
+def load_jsonl(
+    path: str | Path, *, prompt_key: str = "prompt", answer_key: str = "answer"
+) -> list[Problem]:
+    """Problems from a JSONL file: one JSON object a line, blank lines skipped.
+
+    Every row must have non-empty string values under ``prompt_key`` and
+    ``answer_key`` (write ``"answer": "42"``, not ``42``). A bad row raises
+    ``ValueError`` naming the file, the line and the fix; nothing is returned
+    until every row has passed.
+    """
+    problems = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {line_number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{where}: not valid JSON ({e.msg}); write one object a line, "
+                    f'like {{"{prompt_key}": "What is 2 + 3?", "{answer_key}": "5"}}.'
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {row!r:.60}.")
+            for key in (prompt_key, answer_key):
+                value = row.get(key)
+                if value is None:
+                    raise ValueError(
+                        f"{where}: missing key {key!r} (keys present: {sorted(row)}); "
+                        "add it, or pass prompt_key=/answer_key= to name yours."
+                    )
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(
+                        f"{where}: {key!r} must be a non-empty string, got "
+                        f'{value!r:.60}; write numbers as strings, e.g. "42".'
+                    )
+            problems.append(
+                Problem(row[prompt_key], row[answer_key].strip(), Path(path).name)
+            )
+    if not problems:
+        raise ValueError(f"{path}: no rows; add one JSON object a line.")
+    return problems
+
+
+def load_gsm8k(
+    split: str = "test", *, path: str | Path | None = None, n: int | None = None
+) -> list[Problem]:
+    """GSM8K problems: from the hub (``path=None``) or from a local JSONL copy.
+
+    Rows have GSM8K's schema: ``question``, and ``answer`` holding the worked
+    solution that ends with ``#### <number>``. ``Problem.answer`` keeps just the
+    number (commas removed); the prompt is the question plus ``GSM8K_INSTRUCTION``.
+    ``split`` ("train" or "test") picks the hub split and is ignored with
+    ``path=``. ``n`` keeps the first ``n`` rows.
+    """
+    import datasets  # here, not at the top: only this loader needs it
+
+    if path is None:
+        try:
+            rows = datasets.load_dataset("openai/gsm8k", "main", split=split)
+        except Exception as e:
+            raise RuntimeError(
+                f"could not load openai/gsm8k ({split!r}) from the Hugging Face hub "
+                f"({type(e).__name__}: {e}). If the hub is unreachable, pass path= "
+                "to a local JSONL file with 'question' and 'answer' fields, or use "
+                "the offline default task 'arithmetic'."
+            ) from e
+        source = f"gsm8k/{split}"
+    else:
+        try:
+            rows = datasets.load_dataset("json", data_files=str(path), split="train")
+        except Exception as e:
+            raise ValueError(
+                f"{path}: could not read it as JSONL ({type(e).__name__}: {e}); "
+                "write one JSON object a line with 'question' and 'answer'."
+            ) from e
+        source = Path(path).name
+    if n is not None:
+        rows = rows.select(range(min(n, len(rows))))
+    problems = []
+    for row_number, row in enumerate(rows, start=1):
+        question, solution = row.get("question"), row.get("answer")
+        if not isinstance(question, str) or not isinstance(solution, str):
+            raise ValueError(
+                f"{path or source}, row {row_number}: needs string fields 'question' "
+                f"and 'answer', got keys {sorted(row)}."
+            )
+        answer = solution.rsplit("####", 1)[-1].strip().replace(",", "")
+        if "####" not in solution or not answer:
+            raise ValueError(
+                f"{path or source}, row {row_number}: 'answer' must end with "
+                "'#### <number>', as in GSM8K."
+            )
+        problems.append(
+            Problem(f"{question.strip()}\n{GSM8K_INSTRUCTION}", answer, source)
+        )
+    return problems
+
+
+def reasoning_gym_problems(name: str, n: int, *, seed: int = 0) -> list[Problem]:
+    """``n`` problems from the ``reasoning-gym`` generator ``name`` (optional package).
+
+    Good offline choices whose answers are numbers, which ``rewards`` can check:
+    ``basic_arithmetic``, ``chain_sum``, ``gsm_symbolic``.
+    """
+    try:
+        import reasoning_gym
+    except ImportError as e:
+        raise ImportError(
+            f"task 'reasoning_gym:{name}' needs the optional reasoning-gym package: "
+            "pip install reasoning-gym"
+        ) from e
+    dataset = reasoning_gym.create_dataset(name, size=n, seed=seed)
+    return [
+        Problem(entry["question"], str(entry["answer"]), f"reasoning_gym:{name}")
+        for entry in dataset
+    ]
+
+
+def load_task(
+    task: str, n: int, *, seed: int = 0, split: str = "train"
+) -> list[Problem]:
+    """``n`` problems of ``task`` (see the module docstring for the valid forms)."""
+    _check_split(split)
+    if task == "arithmetic":
+        return arithmetic_problems(n, seed=seed, split=split)
+    if task == "arithmetic-hard":
+        return arithmetic_problems(
+            n, seed=seed, split=split, max_operand=50, ops=("+", "-"), num_steps=2
+        )
+    if task.endswith(".jsonl"):
+        return _deal(load_jsonl(task), n, random.Random(seed))
+    if task == "gsm8k":
+        gsm8k_split = "test" if split == "heldout" else "train"
+        return _deal(load_gsm8k(gsm8k_split), n, random.Random(seed))
+    if task.startswith("reasoning_gym:"):
+        name = task.removeprefix("reasoning_gym:")
+        # No splits in reasoning-gym: a far-away seed gives a different sample.
+        return reasoning_gym_problems(
+            name, n, seed=seed if split == "train" else seed + 1_000_003
+        )
+    raise ValueError(
+        f"unknown task {task!r}; use 'arithmetic', 'arithmetic-hard', a path ending "
+        "in '.jsonl', 'gsm8k', or 'reasoning_gym:<name>' (e.g. "
+        "'reasoning_gym:chain_sum')."
+    )
