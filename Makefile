@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/sfpo-edu demo
+	$(VENV)/bin/sfpo-edu compare
 
 test: setup
 	$(PY) -m pytest -q

@@ -18,7 +18,8 @@ Where this departs from a textbook:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -111,3 +112,20 @@ def drift_metrics(
         "sfpo/cos_fast_slow": cosine(fast, slow),
         "update/norm": (tn - t0).norm().item(),
     }
+
+
+def record_calls(
+    loss_fn: Callable[[Any], Any], params: Sequence[Tensor]
+) -> tuple[Callable[[Any], Any], list[Tensor]]:
+    """Wrap a loss_fn so that every call also stores the flat parameters it sees.
+
+    ``sfpo_update`` calls the loss at θ⁰ … θ^{K−1} (fast), at θ_K (diagnostics) and
+    at θ̃ (slow), so the trace draws the fast path without touching the algorithm.
+    """
+    seen: list[Tensor] = []
+
+    def wrapped(batch: Any) -> Any:
+        seen.append(flatten(params))
+        return loss_fn(batch)
+
+    return wrapped, seen

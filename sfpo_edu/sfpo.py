@@ -268,6 +268,13 @@ class StopRule:
             setattr(self, key, list(value) if key == "entropies" else value)
 
 
+def make_optimizer(params: Sequence[Tensor], cfg: SFPOConfig) -> torch.optim.Optimizer:
+    """The one optimizer of a run, shared by every stage and never reset."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def update(
     params: Sequence[Tensor],
     optimizer: torch.optim.Optimizer,

@@ -30,8 +30,22 @@ from torch import Tensor, nn
 
 from sfpo_edu.config import SFPOConfig
 from sfpo_edu.losses import group_advantages, grpo_loss
-from sfpo_edu.params import flatten, interpolate_, snapshot, trainable_params
-from sfpo_edu.sfpo import LossFn, StopRule, mean_metrics, prefixed, train_pass, update
+from sfpo_edu.params import (
+    flatten,
+    interpolate_,
+    record_calls,
+    snapshot,
+    trainable_params,
+)
+from sfpo_edu.sfpo import (
+    LossFn,
+    StopRule,
+    make_optimizer,
+    mean_metrics,
+    prefixed,
+    train_pass,
+    update,
+)
 
 TOY_ALGOS = ("grpo", "grpo_multi", "sfpo", "lookahead")
 
@@ -154,13 +168,6 @@ def toy_config(**changes: Any) -> SFPOConfig:
     return SFPOConfig(**(defaults | changes))
 
 
-def make_optimizer(params: Sequence[Tensor], cfg: SFPOConfig) -> torch.optim.Optimizer:
-    """The one optimizer of a run (shared by every stage, never reset)."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def lookahead_update(
     params: Sequence[Tensor],
     optimizer: torch.optim.Optimizer,
@@ -178,23 +185,6 @@ def lookahead_update(
         rows = train_pass(params, optimizer, [sample_batch()], loss_fn, max_grad_norm)
     interpolate_(params, theta_0, alpha)
     return prefixed("fast/", mean_metrics(rows)) | {"sfpo/alpha": alpha}
-
-
-def record_calls(
-    loss_fn: LossFn, params: Sequence[Tensor]
-) -> tuple[LossFn, list[Tensor]]:
-    """Wrap a loss_fn so that every call stores the flat parameters it sees.
-
-    ``sfpo_update`` calls the loss at θ⁰ … θ^{K−1} (fast), at θ_K (diagnostics) and at
-    θ̃ (slow): the trace of those calls draws the fast path without touching the
-    algorithm."""
-    seen: list[Tensor] = []
-
-    def wrapped(batch: Any) -> tuple[Tensor, dict[str, float]]:
-        seen.append(flatten(params))
-        return loss_fn(batch)
-
-    return wrapped, seen
 
 
 @dataclass

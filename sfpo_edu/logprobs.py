@@ -1,0 +1,152 @@
+"""Per-token log-probabilities of sampled completions: log π(o_t | q, o_<t).
+
+Every policy-gradient loss in this package is built from one (B, T) tensor,
+`per_token_logps`, one entry per completion token. Computing it is the most
+memory-hungry step of an update: the model's logits are (B, L, V) floats, and with
+V = 49 152 (SmolLM2) or 151 936 (Qwen) a single copy of them can be larger than the
+model. So `per_token_logps`
+
+1. asks the model for logits at completion positions only (`logits_to_keep`),
+2. divides by the temperature in place and never builds a full log-softmax:
+   log π(o_t) = z[o_t] − logsumexp(z), reduced one chunk of sequences at a time,
+3. computes the entropy (when asked) chunk by chunk too, recomputing the
+   probabilities in backward rather than keeping them.
+
+Measured on SmolLM2-135M (CPU, fp32, LoRA), 8 sequences of 45 prompt + 60
+completion tokens, temperature 0.7; peak tensor memory of the call (profiler) and
+best-of-4 time, against `per_token_logps_naive`:
+
+    no grad (old / reference log-probs)   103 MiB vs 248 MiB   1.55 s vs 1.69 s
+      ... with entropy                    114 MiB vs 360 MiB   1.62 s vs 1.80 s
+    forward + backward                    979 MiB vs 1034 MiB  3.2 s vs 3.6 s
+      ... with entropy (and its gradient) 979 MiB vs 1214 MiB  3.5 s vs 3.6 s
+
+One (8, 60, V) fp32 copy of the logits is 90 MiB; the model's own activations are
+the other ~780 MiB under backward. The gap grows with B, T and V.
+
+`per_token_logps_naive` is the textbook version (full forward, `log_softmax`,
+`gather`); tests check that both agree (values, entropy, gradients). Read the naive
+one first.
+
+    logps, entropy = per_token_logps(model, batch, temperature=0.7, with_entropy=True)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from sfpo_edu.rollouts import RolloutBatch
+
+
+def per_token_logps(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk_size: int = 1,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probabilities of the completion tokens under `model`, memory-aware.
+
+    Matches `per_token_logps_naive` (to float rounding) at every position, in
+    values and gradients; the reductions run in fp32 whatever the model's dtype.
+
+    Args:
+        model: a causal LM; gradients flow to it when grad is enabled.
+        batch: needs prompt_ids, prompt_mask (B, P), completion_ids,
+            completion_mask (B, T).
+        temperature: the sampling temperature; logits are divided by it, so the
+            result is the log-probability under the distribution that was sampled.
+        with_entropy: also return the entropy −Σ_v π(v) log π(v) of each position.
+        chunk_size: sequences per chunk in the softmax reductions; each chunk
+            makes chunk_size × T × V temporaries. 1 was both leanest and fastest
+            on CPU.
+
+    Returns:
+        per_token_logps (B, T), and entropy (B, T) or None; both carry gradients
+        when grad is enabled (the entropy for an entropy bonus).
+        Positions where completion_mask is 0 hold finite values that the losses
+        mask out.
+    """
+    _check(temperature, chunk_size)
+    T = batch.completion_ids.shape[1]
+    logits = _forward(model, batch, logits_to_keep=T + 1)  # (B, T + 1, V)
+    # Divide in place: saves a full copy, and autograd allows it because a causal
+    # LM's last layer (lm_head) does not keep its output for backward.
+    logits.div_(temperature)  # (B, T + 1, V)
+    # Shift: the logits at position t predict token t + 1, so drop the last one.
+    logits = logits[:, :-1]  # (B, T, V) a view
+
+    logps, entropies = [], []
+    # split (not a loop of slices): backward then assembles the gradient in one go
+    chunks = logits.split(chunk_size)  # each (C, T, V)
+    ids_chunks = batch.completion_ids.split(chunk_size)  # each (C, T)
+    for z, ids in zip(chunks, ids_chunks, strict=True):
+        # fp32 for the reductions: z[o_t] − logsumexp(z) subtracts two numbers of
+        # size ~20, which in bf16 loses ~0.05 nats. No copy if already fp32.
+        z = z.float()  # (C, T, V)
+        log_z = z.logsumexp(dim=-1)  # (C, T) log of the softmax normaliser
+        # log π(o_t) = z[o_t] − logsumexp(z): no (C, T, V) log-softmax needed
+        logps.append(z.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - log_z)  # (C, T)
+        if with_entropy:
+            # checkpoint: backward recomputes p instead of keeping a (C, T, V) copy
+            entropies.append(checkpoint(_entropy, z, log_z, use_reentrant=False))
+    entropy = torch.cat(entropies) if with_entropy else None  # (B, T)
+    return torch.cat(logps), entropy  # (B, T)
+
+
+def per_token_logps_naive(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Reference implementation of `per_token_logps`: full logits and log_softmax.
+
+    Same arguments and outputs. Holds the logits for every prompt and completion
+    position and a full log-softmax copy of them.
+    """
+    _check(temperature, chunk_size=1)
+    P = batch.prompt_ids.shape[1]
+    logits = _forward(model, batch, logits_to_keep=0)  # (B, P + T, V) 0 keeps all
+    logits = logits[:, P - 1 : -1].float() / temperature  # (B, T, V) t predicts t+1
+    log_probs = F.log_softmax(logits, dim=-1)  # (B, T, V)
+    ids = batch.completion_ids.unsqueeze(-1)  # (B, T, 1)
+    logps = log_probs.gather(-1, ids).squeeze(-1)  # (B, T)
+    entropy = -(log_probs.exp() * log_probs).sum(-1) if with_entropy else None  # (B, T)
+    return logps, entropy
+
+
+def _entropy(z: Tensor, log_z: Tensor) -> Tensor:
+    """H = −Σ p log p = log_z − Σ p z with p = exp(z − log_z): (C, T, V) → (C, T)."""
+    probs = (z - log_z.unsqueeze(-1)).exp()  # (C, T, V)
+    return log_z - (probs * z).sum(dim=-1)  # (C, T)
+
+
+def _forward(
+    model: torch.nn.Module, batch: RolloutBatch, logits_to_keep: int
+) -> Tensor:
+    """Logits of the last `logits_to_keep` positions of prompt + completion."""
+    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (B, P+T)
+    attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,  # (B, P + T)
+        logits_to_keep=logits_to_keep,
+        use_cache=False,
+    )
+    return output.logits  # (B, logits_to_keep or P + T, V)
+
+
+def _check(temperature: float, chunk_size: int) -> None:
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature={temperature} must be > 0: pass the temperature the "
+            "completions were sampled with (1.0 for the model's own distribution)."
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be at least 1.")

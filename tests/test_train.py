@@ -1,0 +1,200 @@
+"""The trainer on the tiny random model: run files, resume (also after SIGKILL),
+LoRA / 4-bit base weights untouched, and the CLI entry points."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sfpo_edu.cli import main
+from sfpo_edu.config import SFPOConfig
+from sfpo_edu.metrics import load_run
+from sfpo_edu.models import load_policy
+from sfpo_edu.params import trainable_params
+from sfpo_edu.sfpo import make_optimizer, sfpo_update
+from sfpo_edu.toy import ToyBandit, toy_config
+from sfpo_edu.train import Trainer, load_checkpoint, make_loss_fn
+
+VOLATILE = ("time/", "memory/")
+
+
+@pytest.fixture(scope="module")
+def digit_task(tmp_path_factory):
+    """Prompts whose answers are digits: the random tiny model often writes some digit,
+    so the 'reference' reward (0.1 for any number, 1 for the right one) varies."""
+    path = tmp_path_factory.mktemp("task") / "digits.jsonl"
+    rows = [{"prompt": f"What is {i} + {j}?", "answer": str(i + j)}
+            for i in range(5) for j in range(5)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def tiny_cfg(task, **changes):
+    base = dict(
+        model="tiny", task=task, reward_scheme="reference", num_steps=4,
+        num_prompts=2, group_size=4, max_new_tokens=6, lr=5e-2, eval_every=2,
+        num_eval_prompts=4, save_every=1, stop_rule="never", seed=1,
+    )  # fmt: skip
+    return SFPOConfig(**(base | changes))
+
+
+def stable(rows):
+    return [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, digit_task):
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    Trainer(tiny_cfg(digit_task), run_dir, progress=False).train()
+    return run_dir
+
+
+def test_trainer_writes_a_complete_run(reference_run):
+    run = load_run(reference_run, samples=True)
+    assert [r["step"] for r in run.metrics] == [0, 1, 2, 3, 4]
+    assert run.config["algo"] == "sfpo"
+    row = run.metrics[0]
+    for key in ["reward/mean", "reward/frac_zero_std", "completions/mean_length",
+                "completions/clipped_ratio", "fast/loss", "slow/loss", "kl/theta_k",
+                "kl/theta_tilde", "sfpo/drift_norm", "sfpo/entropy", "rollouts/total",
+                "time/rollout_s", "time/update_s", "memory/peak_mb", "eval/accuracy"]:  # fmt: skip
+        assert key in row, key
+    assert "eval/accuracy" in run.metrics[-1]  # the final evaluation
+    assert run.metrics[-1]["rollouts/total"] == 4 * 8
+    assert any(
+        r.get("sfpo/drift_norm", 0) > 0 for r in run.metrics
+    )  # it learned something
+    sample = run.samples[0]
+    assert {"prompt", "completion", "answer", "reward", "advantage"} <= set(sample)
+    assert (reference_run / "latest").read_text() == "checkpoint-4"
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(
+    tmp_path, reference_run, digit_task
+):
+    run_dir = tmp_path / "run"
+    Trainer(tiny_cfg(digit_task, num_steps=2), run_dir, progress=False).train()
+    Trainer(tiny_cfg(digit_task), run_dir, resume=True, progress=False).train()
+    assert stable(load_run(run_dir).metrics) == stable(load_run(reference_run).metrics)
+
+
+def test_sigkill_mid_step_resumes_with_no_lost_or_duplicated_step(
+    tmp_path, reference_run, digit_task
+):
+    run_dir = tmp_path / "run"
+    cfg = tiny_cfg(digit_task)
+    script = (
+        "import json, sys, time\n"
+        "from sfpo_edu.config import SFPOConfig\n"
+        "from sfpo_edu import train\n"
+        "cfg = SFPOConfig.from_dict(json.loads(sys.argv[1]))\n"
+        "t = train.Trainer(cfg, sys.argv[2], progress=False)\n"
+        "slow = t.train_step\n"
+        "t.train_step = lambda s: (time.sleep(0.5), slow(s))[1]  # widen the window\n"
+        "t.train()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(cfg.to_dict()), str(run_dir)]
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert metrics.read_text().count("\n") < 5, "the run finished before it was killed"
+    Trainer(cfg, run_dir, resume=True, progress=False).train()
+    steps = [r["step"] for r in load_run(run_dir).metrics]
+    assert steps == [0, 1, 2, 3, 4]
+    assert stable(load_run(run_dir).metrics) == stable(load_run(reference_run).metrics)
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_lora_base_weights_bit_identical_after_an_sfpo_step(
+    quantization, digit_task, tmp_path
+):
+    policy = load_policy("tiny", quantization=quantization, seed=0)
+    frozen = {n: p.detach().clone() for n, p in policy.model.named_parameters()
+              if not p.requires_grad}  # fmt: skip
+    adapters = {n: p.detach().clone() for n, p in policy.model.named_parameters()
+                if p.requires_grad}  # fmt: skip
+    assert adapters and all("lora" in n for n in adapters)
+    trainer = Trainer(tiny_cfg(digit_task, num_steps=1, eval_every=0), tmp_path / "r",
+                      policy=policy, progress=False)  # fmt: skip
+    row = trainer.train_step(0)
+    assert row["sfpo/drift_norm"] > 0
+    for n, p in policy.model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+    changed = [n for n, p in policy.model.named_parameters()
+               if n in adapters and not torch.equal(p, adapters[n])]  # fmt: skip
+    assert changed
+
+
+def test_the_same_sfpo_update_trains_the_toy_and_a_tiny_llm(digit_task, tmp_path):
+    bandit = ToyBandit()
+    cfg = toy_config()
+    params = trainable_params(bandit)
+    batch = bandit.sample_batch(1, 8, torch.Generator().manual_seed(0))
+    m_toy = sfpo_update(
+        params, make_optimizer(params, cfg), batch, bandit.make_loss_fn(cfg)
+    )
+
+    cfg = tiny_cfg(digit_task, num_steps=1, eval_every=0)
+    trainer = Trainer(cfg, tmp_path / "r", progress=False)
+    batch, _, _ = trainer.rollout(0)
+    m_llm = sfpo_update(trainer.params, trainer.optimizer, batch,
+                        make_loss_fn(trainer.policy.model, cfg))  # fmt: skip
+    assert set(m_toy) == set(m_llm)
+
+
+def test_existing_run_and_mismatched_resume_are_clear_errors(reference_run, digit_task):
+    with pytest.raises(FileExistsError, match="resume"):
+        Trainer(tiny_cfg(digit_task), reference_run, progress=False)
+    with pytest.raises(ValueError, match=r"config differs in \['alpha'\]"):
+        Trainer(tiny_cfg(digit_task, alpha=0.5), reference_run, resume=True)
+
+
+def test_load_checkpoint_restores_trained_adapters(reference_run, digit_task):
+    policy = load_policy("tiny", seed=1)
+    before = [p.clone() for p in trainable_params(policy.model)]
+    state = load_checkpoint(reference_run, policy)
+    assert state["next_step"] == 4
+    after = trainable_params(policy.model)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_cli_compare_quick_on_the_tiny_model(tmp_path, digit_task, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--quick", "--output-dir", str(out), "--model", "tiny",
+                 "--task", digit_task, "--reward-scheme", "reference"])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    for name in ("GRPO", "GRPO×(K+1)", "SFPO"):
+        assert name in text
+    assert (out / "comparison.png").stat().st_size > 0
+    assert {p.name for p in out.iterdir()} >= {"grpo", "grpo_multi", "sfpo"}
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["train", "--alpha", "2", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "alpha=2.0 is invalid" in err and "Traceback" not in err
+
+
+def test_cli_train_eval_and_doctor(tmp_path, digit_task, capsys):
+    args = ["--model", "tiny", "--task", digit_task, "--num-steps", "1", "--num-prompts",
+            "2", "--group-size", "2", "--max-new-tokens", "4", "--eval-every", "0"]  # fmt: skip
+    assert main(["train", "--name", "t", "--output-dir", str(tmp_path), *args]) == 0
+    assert main(["eval", str(tmp_path / "t"), "--num-prompts", "4"]) == 0
+    assert "held-out greedy accuracy" in capsys.readouterr().out
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "device" in out
