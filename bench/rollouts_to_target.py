@@ -1,0 +1,179 @@
+"""Does SFPO reach GRPO's best held-out accuracy with fewer rollouts here?
+
+    python bench/rollouts_to_target.py              # SmolLM2-135M + LoRA, 3 seeds/arm
+    python bench/rollouts_to_target.py --quick      # tiny model + small toy sweep (smoke)
+    python bench/rollouts_to_target.py --toy-only   # the α × K toy sweep, seconds
+
+Arms: GRPO, GRPO×(K+1), SFPO (K = 3, α = 0.8) and SFPO with other α, each for several
+seeds at the same rollout budget (same steps, prompts and G), held-out greedy accuracy
+every few steps. Per arm it reports best and final held-out accuracy (mean, min, max
+over seeds) and the rollouts the arm's seed-mean curve needs to first reach GRPO's best
+(smoothed) seed-mean accuracy, as a ratio to GRPO's. Runs are written under
+``--runs-dir`` (default ``data/runs/rollouts_to_target``) without checkpoints; a finished
+run is reused and an interrupted one resumed, so the script can be stopped and rerun.
+Also a toy sweep: rollouts to reach J = 0.9 on the exact bandit over an α × K grid.
+Writes ``bench/results/rollouts_to_target.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+from sfpo_edu.config import SFPOConfig  # noqa: E402
+from sfpo_edu.metrics import load_run  # noqa: E402
+from sfpo_edu.toy import compare_toy, toy_config  # noqa: E402
+
+
+def smooth(values: list[float], window: int = 3) -> list[float]:
+    """Trailing moving average (the first points average what exists)."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / min(i + 1, window)
+            for i in range(len(values))]  # fmt: skip
+
+
+def first_reach(xs: list[float], ys: list[float], target: float) -> float | None:
+    return next((x for x, y in zip(xs, ys, strict=True) if y >= target - 1e-12), None)
+
+
+def train_arm(cfg: SFPOConfig, run_dir: Path) -> Any:
+    """Train (or resume, or reuse) one run; drop its checkpoints afterwards."""
+    from sfpo_edu.train import Trainer
+
+    done = run_dir / "metrics.jsonl"
+    if done.exists() and any(
+        r["step"] == cfg.num_steps for r in load_run(run_dir).metrics
+    ):
+        return load_run(run_dir)
+    Trainer(cfg, run_dir, resume=done.exists()).train()
+    for ckpt in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(ckpt)
+    (run_dir / "latest").unlink(missing_ok=True)
+    gc.collect()
+    return load_run(run_dir)
+
+
+def eval_curve(runs: list[Any]) -> tuple[list[float], list[list[float]]]:
+    """Rollouts at each evaluation and the held-out accuracy of each seed there."""
+    per_seed = []
+    for run in runs:
+        rows = [r for r in run.metrics if r.get("eval/accuracy") is not None]
+        per_step = run.config["num_prompts"] * run.config["group_size"]
+        xs = [r["step"] * per_step for r in rows]  # rollouts used before that eval
+        per_seed.append([r["eval/accuracy"] for r in rows])
+    return xs, per_seed
+
+
+def llm_sweep(
+    args: argparse.Namespace, base: dict[str, Any], arms: dict[str, dict]
+) -> dict:
+    runs_dir = Path(args.runs_dir)
+    runs = {name: [train_arm(SFPOConfig(**(base | arm | {"seed": s})), runs_dir / f"{name}-s{s}")
+                   for s in range(args.seeds)] for name, arm in arms.items()}  # fmt: skip
+    curves = {name: eval_curve(r) for name, r in runs.items()}
+    xs, grpo = curves["grpo"]
+    grpo_mean = [sum(v) / len(v) for v in zip(*grpo, strict=True)]
+    target = max(smooth(grpo_mean))
+    grpo_reach = first_reach(xs, smooth(grpo_mean), target)
+    report = {"target_heldout_accuracy": target, "arms": {}}
+    for name, (xs, seeds) in curves.items():
+        mean = [sum(v) / len(v) for v in zip(*seeds, strict=True)]
+        best = [max(s) for s in seeds]
+        final = [s[-1] for s in seeds]
+        reach = first_reach(xs, smooth(mean), target)
+        report["arms"][name] = {
+            "best": {"mean": sum(best) / len(best), "min": min(best), "max": max(best)},
+            "final": {
+                "mean": sum(final) / len(final),
+                "min": min(final),
+                "max": max(final),
+            },
+            "rollouts_to_target": reach,
+            "speedup_vs_grpo": (grpo_reach / reach) if reach else None,
+            "curve": {"rollouts": xs, "mean": mean},
+        }
+    print(
+        f"\nGRPO's best smoothed held-out accuracy (seed mean): {target:.3f} at {grpo_reach} rollouts"
+    )
+    print(
+        f"{'arm':<16}{'best (min-max)':>22}{'final (min-max)':>22}{'rollouts→target':>17}{'× vs GRPO':>11}"
+    )
+    for name, r in report["arms"].items():
+        b, f = r["best"], r["final"]
+        reach = r["rollouts_to_target"]
+        ratio = r["speedup_vs_grpo"]
+        print(f"{name:<16}{b['mean']:>8.3f} ({b['min']:.2f}-{b['max']:.2f}){f['mean']:>10.3f} "
+              f"({f['min']:.2f}-{f['max']:.2f}){reach if reach is not None else 'never':>17}"
+              f"{f'{ratio:.2f}' if ratio else '-':>11}")  # fmt: skip
+    return report
+
+
+def toy_sweep(
+    alphas: list[float], ks: list[int], seeds: int, target: float = 0.9
+) -> dict:
+    """Rollouts to reach J ≥ target (seed mean) on the exact bandit, α × K grid."""
+    cfg = toy_config()
+    grpo = compare_toy(cfg, algos=["grpo"], seeds=range(seeds))["grpo"]
+    xs = grpo[0].rollouts.tolist()
+    grpo_mean = torch.stack([r.expected_reward for r in grpo]).mean(0).tolist()
+    table = {"grpo": first_reach(xs, grpo_mean, target)}
+    for k in ks:
+        for alpha in alphas:
+            runs = compare_toy(cfg.replace(num_fast_steps=k, alpha=alpha), algos=["sfpo"],
+                               seeds=range(seeds))["sfpo"]  # fmt: skip
+            mean = torch.stack([r.expected_reward for r in runs]).mean(0).tolist()
+            table[f"K={k},alpha={alpha}"] = first_reach(xs, mean, target)
+    print(
+        f"\nToy: rollouts until the seed-mean J(θ) ≥ {target} ({seeds} seeds; GRPO: {table['grpo']})"
+    )
+    print("K \\ α " + "".join(f"{a:>8}" for a in alphas))
+    for k in ks:
+        cells = [table[f"K={k},alpha={a}"] for a in alphas]
+        print(
+            f"{k:<6}" + "".join(f"{c if c is not None else 'never':>8}" for c in cells)
+        )
+    return {"target": target, "seeds": seeds, "rollouts_to_target": table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes")
+    parser.add_argument("--toy-only", action="store_true", help="only the toy sweep")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--runs-dir", default="data/runs/rollouts_to_target")
+    parser.add_argument("--out-dir", default=None, help="default: bench/results")
+    args = parser.parse_args()
+    base = dict(num_steps=args.steps, num_prompts=4, group_size=8, eval_every=5,
+                num_eval_prompts=32, save_every=5, stop_rule="never", num_samples_logged=8)  # fmt: skip
+    arms = {"grpo": {"algo": "grpo"}, "grpo_multi": {"algo": "grpo_multi"},
+            "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8},
+            "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5}}  # fmt: skip
+    alphas, ks, toy_seeds = [0.3, 0.5, 0.8, 1.0], [1, 3, 5], 20
+    if args.quick:
+        args.seeds, alphas, ks, toy_seeds = 1, [0.5, 1.0], [1, 3], 3
+        base |= dict(model="tiny", num_steps=2, num_prompts=2, group_size=4,
+                     max_new_tokens=6, eval_every=1, num_eval_prompts=4, save_every=1)  # fmt: skip
+        arms = {k: arms[k] for k in ("grpo", "sfpo_a0.8")}
+    result: dict[str, Any] = {"toy": toy_sweep(alphas, ks, toy_seeds)}
+    if not args.toy_only:
+        result |= {
+            "config": base,
+            "seeds": args.seeds,
+            "llm": llm_sweep(args, base, arms),
+        }
+    write_result(
+        "rollouts_to_target" + ("_quick" if args.quick else ""), result, args.out_dir
+    )
+
+
+if __name__ == "__main__":
+    main()

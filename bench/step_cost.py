@@ -1,0 +1,140 @@
+"""What one outer step costs: generation, old log-probs and update passes, GRPO vs SFPO.
+
+    python bench/step_cost.py                 # SmolLM2-135M + LoRA, fp32 and 4-bit
+    python bench/step_cost.py --quick         # tiny model, one step each (smoke test)
+
+For each (algorithm, quantization) it loads a fresh policy, then times a few outer
+steps piece by piece with the library's own functions: ``generate_rollouts``, the
+old log-prob forward (``per_token_logps`` without grad) and ``sfpo.update`` (all
+passes). It also reports peak memory, trainable parameters and the bytes SFPO adds:
+two fp32 snapshots of the trainable vector (θ₀ and θ_K). Prints a table and writes
+``bench/results/step_cost.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+from sfpo_edu.config import SFPOConfig  # noqa: E402
+from sfpo_edu.logprobs import per_token_logps  # noqa: E402
+from sfpo_edu.losses import group_advantages  # noqa: E402
+from sfpo_edu.models import trainable_parameter_count  # noqa: E402
+from sfpo_edu.params import trainable_params  # noqa: E402
+from sfpo_edu.rewards import score_completions  # noqa: E402
+from sfpo_edu.rollouts import generate_rollouts  # noqa: E402
+from sfpo_edu.sfpo import StopRule, make_optimizer, update  # noqa: E402
+from sfpo_edu.tasks import load_task  # noqa: E402
+from sfpo_edu.train import load_policy_for, make_loss_fn  # noqa: E402
+
+
+def measure(cfg: SFPOConfig, steps: int) -> dict[str, float]:
+    policy = load_policy_for(cfg)
+    params = trainable_params(policy.model)
+    optimizer = make_optimizer(params, cfg)
+    loss_fn = make_loss_fn(policy.model, cfg)
+    stop_rule = StopRule.from_config(cfg)
+    problems = load_task(cfg.task, steps * cfg.num_prompts, seed=cfg.seed)
+    rows = []
+    for step in range(steps):
+        chunk = problems[step * cfg.num_prompts : (step + 1) * cfg.num_prompts]
+        t0 = time.perf_counter()
+        batch = generate_rollouts(
+            policy, [p.prompt for p in chunk], group_size=cfg.group_size,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=step,
+        )  # fmt: skip
+        t1 = time.perf_counter()
+        answers = [p.answer for p in chunk for _ in range(cfg.group_size)]
+        rewards, _ = score_completions(batch.completions, answers, cfg.reward_scheme)
+        batch.advantages, _ = group_advantages(torch.tensor(rewards), cfg.group_size)
+        t2 = time.perf_counter()
+        if cfg.algo != "grpo":  # one-pass GRPO needs no separate old-log-prob forward
+            with torch.no_grad():
+                batch.old_per_token_logps, _ = per_token_logps(
+                    policy.model, batch, temperature=cfg.temperature
+                )
+        t3 = time.perf_counter()
+        update(params, optimizer, batch, loss_fn, cfg, stop_rule, step)
+        t4 = time.perf_counter()
+        rows.append({"generate_s": t1 - t0, "reward_s": t2 - t1, "old_logps_s": t3 - t2,
+                     "update_s": t4 - t3, "step_s": t4 - t0})  # fmt: skip
+    trainable, total = trainable_parameter_count(policy.model)
+    keep = rows[1:] if len(rows) > 1 else rows  # the first step warms caches up
+    out = {k: statistics.median(r[k] for r in keep) for k in keep[0]}
+    out["update_per_pass_s"] = out["update_s"] / cfg.num_passes
+    out["passes"] = cfg.num_passes
+    out["trainable_params"] = trainable
+    out["total_params"] = total
+    out["snapshot_mb"] = 2 * 4 * trainable / 2**20  # θ₀ and θ_K in fp32
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["tokens_generated"] = float(batch.completion_mask.sum())
+    del policy, optimizer
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model smoke test")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--out-dir", default=None, help="default: bench/results")
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: one arm, JSON out
+    args = parser.parse_args()
+    base = dict(num_prompts=4, group_size=8, max_new_tokens=32, stop_rule="never",
+                diagnostics=False)  # fmt: skip
+    quants = ["none", "4bit"]
+    steps = args.steps
+    if args.quick:
+        base |= dict(model="tiny", num_prompts=2, group_size=4, max_new_tokens=8)
+        steps = 1
+    if args.arm:  # child process: measure one arm, print its JSON as the last line
+        algo, quantization = args.arm.split("/")
+        cfg = SFPOConfig(algo=algo, quantization=quantization, **base)
+        print(json.dumps(measure(cfg, steps)))
+        return
+    results = {}
+    for quantization in quants:
+        for algo in ("grpo", "sfpo"):
+            # a fresh process per arm, so each peak memory figure is that arm's own
+            print(f"measuring {algo} {quantization} ...", flush=True)
+            cmd = [sys.executable, __file__, "--arm", f"{algo}/{quantization}",
+                   "--steps", str(args.steps)] + (["--quick"] if args.quick else [])  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results[f"{algo}/{quantization}"] = json.loads(
+                out.stdout.strip().splitlines()[-1]
+            )
+    head = f"{'arm':<14}{'generate':>9}{'old lp':>8}{'update':>8}{'/pass':>7}{'step':>7}{'peak MB':>9}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for name, r in results.items():
+        print(f"{name:<14}{r['generate_s']:>9.2f}{r['old_logps_s']:>8.2f}{r['update_s']:>8.2f}"
+              f"{r['update_per_pass_s']:>7.2f}{r['step_s']:>7.2f}{r['peak_rss_mb']:>9.0f}")  # fmt: skip
+    summary = {}
+    for q in quants:
+        g, s = results[f"grpo/{q}"], results[f"sfpo/{q}"]
+        summary[q] = {
+            "sfpo_over_grpo_step_time": s["step_s"] / g["step_s"],
+            "sfpo_snapshot_mb": s["snapshot_mb"],
+            "snapshot_share_of_peak": s["snapshot_mb"] / s["peak_rss_mb"],
+            "peak_rss_ratio": s["peak_rss_mb"] / g["peak_rss_mb"],
+        }
+        print(f"{q}: SFPO step / GRPO step = {summary[q]['sfpo_over_grpo_step_time']:.2f}x; "
+              f"SFPO snapshots {s['snapshot_mb']:.1f} MB = "
+              f"{100 * summary[q]['snapshot_share_of_peak']:.2f}% of SFPO's peak RSS; "
+              f"peak RSS GRPO {g['peak_rss_mb']:.0f} MB, SFPO {s['peak_rss_mb']:.0f} MB")  # fmt: skip
+    write_result("step_cost" + ("_quick" if args.quick else ""),
+                 {"config": base, "steps": steps, "results": results, "summary": summary},
+                 args.out_dir)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The bench scripts' --quick smoke runs: they run, print figures and write JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run(script: str, tmp_path: Path, *extra: str) -> str:
+    cmd = [
+        sys.executable,
+        str(BENCH / script),
+        "--quick",
+        "--out-dir",
+        str(tmp_path),
+        *extra,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_step_cost_quick(tmp_path):
+    out = run("step_cost.py", tmp_path)
+    assert "SFPO step / GRPO step" in out
+    data = json.loads((tmp_path / "step_cost_quick.json").read_text())
+    assert set(data["results"]) == {"grpo/none", "sfpo/none", "grpo/4bit", "sfpo/4bit"}
+    sfpo = data["results"]["sfpo/none"]
+    assert sfpo["passes"] == 4 and sfpo["update_s"] > 0 and sfpo["snapshot_mb"] > 0
+    assert "torch" in data["environment"]
+
+
+def test_rollouts_to_target_quick(tmp_path):
+    out = run("rollouts_to_target.py", tmp_path, "--runs-dir", str(tmp_path / "runs"))
+    assert "Toy: rollouts until" in out and "GRPO's best" in out
+    data = json.loads((tmp_path / "rollouts_to_target_quick.json").read_text())
+    assert set(data["llm"]["arms"]) == {"grpo", "sfpo_a0.8"}
+    assert not list((tmp_path / "runs").glob("*/checkpoint-*"))  # runs kept small
+    # a second call reuses the finished runs instead of training again
+    files = sorted((tmp_path / "runs").glob("*/metrics.jsonl"))
+    before = [f.stat().st_mtime_ns for f in files]
+    run("rollouts_to_target.py", tmp_path, "--runs-dir", str(tmp_path / "runs"))
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+@pytest.mark.skipif(
+    not (BENCH / "vs_trl.py").exists(), reason="vs_trl.py not written yet"
+)
+def test_vs_trl_quick(tmp_path):
+    pytest.importorskip("trl")
+    out = run("vs_trl.py", tmp_path)
+    assert "TRL" in out
