@@ -1,0 +1,442 @@
+"""SFPO inside TRL's ``GRPOTrainer``: the same update rule, TRL's distributed plumbing.
+
+Use this to scale SFPO past one device: TRL generates, scores and batches; accelerate
+(DDP), DeepSpeed or FSDP spread the work; this module adds reposition-before-update.
+Needs the optional extra (``pip install "sfpo_edu[trl]"``, tested with TRL 1.16.x).
+
+    from sfpo_edu.trl import SFPOGRPOConfig, SFPOTrainer
+
+    args = SFPOGRPOConfig(output_dir="out", num_fast_steps=3, alpha=0.8)
+    trainer = SFPOTrainer(model=model, reward_funcs=reward_fn, args=args,
+                          train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()     # `python train.py` or `accelerate launch train.py`
+
+How it maps onto TRL. With μ = ``num_iterations`` > 1, TRL generates one batch,
+computes ``old_per_token_logps`` once at the sampling policy θ₀ (in
+``_generate_and_score_completions``), buffers the batch (``_buffered_inputs``) and runs
+μ passes over it; each pass is ``steps_per_generation`` micro-steps (TRL's ``_step``
+counts them) and therefore ``steps_per_generation / gradient_accumulation_steps``
+optimizer steps. ``SFPOGRPOConfig`` sets μ = K + 1 and ``SFPOTrainer.training_step``
+acts at two pass boundaries of every generation batch:
+
+    micro-step 0 of pass 0:  stop rule check; snapshot θ₀ (trainable params, fp32)
+    passes 0 … K−1:          fast, TRL's unchanged loss      θ^{k+1} = θ^k − η∇L(θ^k)
+    micro-step 0 of pass K:  reposition in place             θ̃ = θ₀ + α(θ_K − θ₀)
+    pass K:                  slow, from θ̃                   θ_{s+1} = θ̃ − η∇L(θ̃)
+
+The old log-probs are TRL's, computed once at θ₀ and reused by every pass, so the
+slow pass's ratio is π_θ̃ / π_θ₀ as in the paper. With α = 1 the reposition is the
+identity and this is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``.
+
+Metrics, added to TRL's log (one value per generation batch, in the row of its last
+optimizer step): ``fast/loss``, ``fast/entropy``, ``fast/clip_frac`` (the last fast
+pass), ``slow/…`` (the slow pass), ``sfpo/alpha`` (0 once the stop rule fired),
+``sfpo/active``, ``sfpo/stopped``, ``sfpo/drift_norm`` ‖θ_K − θ₀‖,
+``sfpo/reposition_norm`` ‖θ̃ − θ₀‖, ``sfpo/entropy`` and ``sfpo/entropy_z``. Losses are
+in the units of TRL's own ``loss``; entropy and clip fraction are TRL's
+``entropy`` and ``clip_ratio/region_mean`` averaged over the pass.
+
+Distributed training. The reposition is elementwise, so every rank may do it on
+whatever part of the parameters it holds, as long as its θ₀ snapshot holds the
+same part:
+* DDP (``multi_gpu.yaml``): parameters are replicated, every rank interpolates
+  identical tensors and they stay identical. Tested with 2 CPU processes over gloo
+  (``tests/test_trl.py`` runs ``examples/trl_sfpo.py`` that way).
+* FSDP (``fsdp.yaml``): each rank's parameters are its shards (DTensors under FSDP2,
+  flat shards under FSDP1); snapshot and ``lerp_`` act shard by shard, which is the
+  same elementwise operation, and the norms are summed over ranks. With FSDP mixed
+  precision the sharded parameters are the fp32 ones the optimizer steps, so
+  nothing else needs updating. accelerate runs FSDP only on accelerators, so the
+  trainer was not run under FSDP here; the shard-by-shard reposition and norm were
+  tested on FSDP2 DTensor shards across 2 CPU processes.
+* DeepSpeed ZeRO-1/2 (``deepspeed_zero2.yaml``): the optimizer steps its own fp32
+  master copy (partitioned across ranks), not the model's parameters, so
+  repositioning only the model would be undone by the next step. Here θ₀ and θ_K
+  are read from the master copy (``deepspeed.utils.safe_get_full_fp32_param``), θ̃
+  is written back to it (``safe_set_full_fp32_param``: each rank keeps its own
+  partition) and to the replicated model weights. Not run here (no GPU, no
+  DeepSpeed).
+* DeepSpeed ZeRO-3 raises ``NotImplementedError``. The same elementwise update
+  on each rank's fp32 partition (``safe_get_local_fp32_param``) would be correct,
+  but ZeRO-3 also keeps a second, 16-bit partition of each weight that only its
+  internals refresh. Use FSDP to shard parameters.
+
+Where this departs from ``sfpo_edu.sfpo.sfpo_update`` (and from the paper):
+1. A pass is TRL's: ``steps_per_generation`` micro-batches of a shuffled batch,
+   grouped into optimizer steps by gradient accumulation. A pass must be a whole
+   number of optimizer steps (``steps_per_generation`` divisible by
+   ``gradient_accumulation_steps``) so that θ_K exists between two steps.
+2. The loss is TRL's ``loss_type``. The default, ``dapo``, divides a micro-batch's
+   token sum by the generation batch's mean token count per optimizer step
+   (``num_items_in_batch`` × accumulation steps / (``steps_per_generation`` ×
+   processes)). With one optimizer step per pass that is ``loss_agg="token_mean"``
+   over the batch; with several, it differs from a token mean per mini-batch when
+   mini-batches hold different numbers of tokens.
+3. TRL steps its learning-rate scheduler once per optimizer step, not once per
+   generation batch; use ``lr_scheduler_type="constant"`` to match ``sfpo_edu``.
+4. Stop rule: once it fires (and whenever α = 0) SFPO becomes one-pass GRPO. TRL's
+   schedule of μ = K + 1 pass slots per generation batch is fixed when training
+   starts, so the K fast slots are kept but skipped: no forward, no backward, and
+   the optimizer sees no gradients, so AdamW neither moves the weights nor its
+   moments (its step count does not advance). Only the slow pass trains, from θ₀:
+   one GRPO pass per batch with the same rollouts. Skipped slots still count as
+   optimizer steps for TRL (``global_step``, the LR scheduler except under
+   DeepSpeed, whose engine steps it; they log loss 0).
+   fp16 with a gradient scaler cannot step without gradients, so it is refused
+   unless ``stop_rule="never"`` and α > 0.
+5. The stop rule reads TRL's ``entropy`` (already averaged over all ranks) of the
+   slow pass; rank 0's decision is broadcast so every rank switches together.
+6. Not logged (they would need more parameter copies): ``sfpo/slow_step_norm``,
+   ``sfpo/cos_fast_slow``, ``kl/theta_k``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from packaging.version import Version
+from torch import Tensor
+
+from sfpo_edu.config import SFPOConfig
+from sfpo_edu.params import Snapshot, interpolate_, snapshot, trainable_params
+from sfpo_edu.sfpo import StopRule
+
+TRL_TESTED = ">=1.16,<1.17"
+TRL_FIX = 'pip install "sfpo_edu[trl]"'
+
+
+def check_trl_version(version: str) -> None:
+    """Raise ImportError unless ``version`` is in the tested range ``TRL_TESTED``."""
+    if not Version("1.16") <= Version(version) < Version("1.17"):
+        raise ImportError(
+            f"sfpo_edu.trl is tested with trl{TRL_TESTED} but trl {version} is "
+            f"installed; SFPOTrainer relies on GRPOTrainer internals that change "
+            f"between releases. Fix: {TRL_FIX}"
+        )
+
+
+try:
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as err:
+    raise ImportError(
+        f"sfpo_edu.trl needs TRL (tested with trl{TRL_TESTED}), which is not "
+        f"installed. Fix: {TRL_FIX}"
+    ) from err
+check_trl_version(trl.__version__)
+
+STATE_FILE = "sfpo_state.json"
+
+
+@dataclass
+class SFPOGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus SFPO's fields; ``num_iterations`` becomes K + 1.
+
+    Field rules and messages are ``sfpo_edu.config.SFPOConfig``'s.
+    """
+
+    num_fast_steps: int = field(
+        default=3,
+        metadata={
+            "help": "K: fast passes over each generation batch before the "
+            "reposition (TRL's num_iterations is set to K + 1). Paper: 3."
+        },
+    )
+    alpha: float = field(
+        default=0.8,
+        metadata={
+            "help": "α in [0, 1]: reposition θ̃ = θ₀ + α(θ_K − θ₀). 1 is GRPO "
+            "with K + 1 passes, 0 is one GRPO pass. Paper: 0.8."
+        },
+    )
+    stop_rule: str = field(
+        default="rise",
+        metadata={
+            "help": "When SFPO turns into GRPO for good: 'rise' (entropy "
+            "z ≥ τ, reference code), 'abs' (|z| ≥ τ, paper), 'step' (at "
+            "stop_step) or 'never'."
+        },
+    )
+    stop_window: int = field(
+        default=30, metadata={"help": "ω: entropies in the z-score window."}
+    )
+    stop_threshold: float = field(
+        default=1.0, metadata={"help": "τ: z-score threshold of the stop rule."}
+    )
+    stop_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Generation batch (outer step, from 0) at which the "
+            "'step' rule switches SFPO off."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        SFPOConfig(  # validates the SFPO fields with sfpo_edu's messages
+            num_fast_steps=self.num_fast_steps,
+            alpha=self.alpha,
+            stop_rule=self.stop_rule,
+            stop_window=self.stop_window,
+            stop_threshold=self.stop_threshold,
+            stop_step=self.stop_step,
+        )
+        if self.num_iterations not in (1, self.num_fast_steps + 1):
+            raise ValueError(
+                f"num_iterations={self.num_iterations} is invalid: SFPO runs "
+                f"num_fast_steps + 1 = {self.num_fast_steps + 1} passes per batch. "
+                "Fix: leave num_iterations unset (it is set from num_fast_steps)."
+            )
+        self.num_iterations = self.num_fast_steps + 1  # μ = K + 1
+        super().__post_init__()
+        if self.steps_per_generation % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"steps_per_generation={self.steps_per_generation} is not a multiple "
+                f"of gradient_accumulation_steps={self.gradient_accumulation_steps}: "
+                "a pass would end inside an optimizer step, and there is no θ_K to "
+                "reposition. Fix: make steps_per_generation a multiple of it (the "
+                "default, steps_per_generation unset, equals it)."
+            )
+        if self.fp16 and (self.stop_rule != "never" or self.alpha == 0):
+            raise ValueError(
+                "fp16=True cannot skip the fast passes once SFPO is off (the gradient "
+                "scaler refuses an optimizer step without gradients). Fix: use bf16 "
+                "or fp32, or stop_rule='never' with alpha > 0."
+            )
+
+
+class SFPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with reposition-before-update (see the module docstring).
+
+    Takes the same arguments as ``GRPOTrainer``; ``args`` must be a
+    ``SFPOGRPOConfig``. ``stop_rule`` is the run's ``sfpo_edu.sfpo.StopRule``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, SFPOGRPOConfig):
+            raise TypeError(
+                f"SFPOTrainer needs args=SFPOGRPOConfig(...), got "
+                f"{type(self.args).__name__}. Fix: build the config with "
+                "sfpo_edu.trl.SFPOGRPOConfig (a GRPOConfig with the SFPO fields)."
+            )
+        plugin = self.accelerator.state.deepspeed_plugin
+        if self.is_deepspeed_enabled and plugin.zero_stage == 3:
+            raise NotImplementedError(
+                "SFPOTrainer does not support DeepSpeed ZeRO-3: its 16-bit parameter "
+                "partitions can only be refreshed through DeepSpeed internals. Fix: "
+                "use ZeRO-1/2 (examples/accelerate/deepspeed_zero2.yaml), or FSDP "
+                "(examples/accelerate/fsdp.yaml) to shard parameters."
+            )
+        cfg = self.args
+        self.stop_rule = StopRule(
+            cfg.stop_rule, cfg.stop_window, cfg.stop_threshold, cfg.stop_step
+        )
+        self.outer_step = 0  # generation batches started (the paper's s)
+        self._alpha = cfg.alpha  # α of the current batch (0 once stopped)
+        self._params: list[Tensor] | None = None
+        self._theta_0: Snapshot | None = None
+        self._rows: dict[int, list[dict[str, Tensor]]] = defaultdict(list)
+        self._batch_metrics: dict[str, float] = {}
+
+    # --- where we are: TRL's micro-step counter → (pass k, micro-step in the pass) ----
+    def _position(self) -> tuple[int, int]:
+        spg = self.args.steps_per_generation
+        within = self._step % (spg * self.num_iterations)
+        return divmod(within, spg)  # pass k in 0 … K, micro-step in 0 … spg−1
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: Any, num_items_in_batch: Any = None
+    ) -> Tensor:
+        """One micro-step of TRL's schedule, plus SFPO's actions at pass boundaries.
+
+        Each generation batch gets K + 1 passes: k < K are fast, k = K is slow.
+        """
+        K, spg = self.args.num_fast_steps, self.args.steps_per_generation
+        k, micro = self._position()
+        if k == 0 and micro == 0:  # a new generation batch: stop rule, snapshot θ₀
+            self._start_batch()
+        # 1. fast (k < K): TRL's pass, unchanged; skipped while SFPO is off (α = 0)
+        if k < K and self._alpha == 0:
+            return self._skip(model, inputs)
+        # 2. reposition, before the first micro-step of the slow pass
+        # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
+        if k == K and micro == 0 and self._alpha > 0:
+            self._reposition()
+        # 3. slow (k = K), or a fast micro-step: TRL's forward, loss and backward
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._record(k, loss)
+        if k == K and micro == spg - 1:
+            self._finish_batch()
+        return loss
+
+    def _skip(self, model: torch.nn.Module, inputs: Any) -> Tensor:
+        """A fast slot while SFPO is off: no forward, no backward, no gradients."""
+        model.train()
+        self._prepare_inputs(inputs)  # still generates the batch when it is due
+        self._step += 1  # TRL's micro-step counter, as GRPOTrainer.training_step does
+        return torch.zeros((), device=self.args.device)
+
+    # --- the three SFPO events ------------------------------------------------------
+    def _start_batch(self) -> None:
+        """Before generation batch s: stop rule, then snapshot θ₀."""
+        z = self.stop_rule.zscore()
+        off = self.stop_rule.check(self.outer_step)
+        if self.accelerator.num_processes > 1:  # every rank follows rank 0
+            from accelerate.utils import broadcast
+
+            flag = torch.tensor([float(off)], device=self.accelerator.device)
+            off = bool(broadcast(flag, from_process=0).item())
+            if off and self.stop_rule.fired_at is None:
+                self.stop_rule.fired_at = self.outer_step
+        self._alpha = 0.0 if off else self.args.alpha
+        self._rows.clear()
+        self._batch_metrics = {
+            "sfpo/alpha": self._alpha,
+            "sfpo/active": float(self._alpha > 0),
+            "sfpo/stopped": float(off),
+        }
+        if z is not None:
+            self._batch_metrics["sfpo/entropy_z"] = z
+        self._theta_0 = self._read_fp32() if self._alpha > 0 else None
+
+    @torch.no_grad()
+    def _reposition(self) -> None:
+        """θ_K → θ̃ = θ₀ + α(θ_K − θ₀), in place, on the tensors the optimizer steps."""
+        theta_0, alpha = self._theta_0, self._alpha
+        if self._deepspeed_fp32():
+            from deepspeed.utils import safe_set_full_fp32_param
+
+            theta_k = self._read_fp32()  # full fp32 master values
+            drift = _norm(theta_k, theta_0)
+            interpolate_(theta_k, theta_0, alpha)  # now θ̃
+            for p, value in zip(self._trainable(), theta_k, strict=True):
+                safe_set_full_fp32_param(p, value)  # this rank's master partition
+                p.data.copy_(value)  # the replicated 16-bit weights
+            moved = _norm(theta_k, theta_0)
+        else:
+            params = self._trainable()
+            sharded = self.is_fsdp_enabled
+            drift = sharded_distance(params, theta_0, sharded)
+            interpolate_(params, theta_0, alpha)
+            moved = sharded_distance(params, theta_0, sharded)
+        self._batch_metrics["sfpo/drift_norm"] = drift
+        self._batch_metrics["sfpo/reposition_norm"] = moved
+        self._theta_0 = None  # free it: nothing reads θ₀ after the reposition
+
+    def _finish_batch(self) -> None:
+        """After the slow pass: log this batch's metrics, feed the stop rule."""
+        K = self.args.num_fast_steps
+        steps = self.args.steps_per_generation // self.args.gradient_accumulation_steps
+        passes = [("slow", K)] + ([("fast", K - 1)] if self._rows.get(K - 1) else [])
+        metrics = dict(self._batch_metrics)
+        for name, k in passes:
+            rows = self._rows[k]
+            for key in rows[0]:
+                values = torch.stack([r[key].float() for r in rows])
+                # loss: per optimizer step, like TRL's; the others: mean per micro-step
+                total = values.sum() / steps if key == "loss" else values.mean()
+                metrics[f"{name}/{key}"] = total
+        loss_keys = [k for k in metrics if k.endswith("/loss")]
+        if loss_keys and self.accelerator.num_processes > 1:
+            means = self.accelerator.reduce(
+                torch.stack([metrics[k] for k in loss_keys]), reduction="mean"
+            )
+            metrics |= dict(zip(loss_keys, means, strict=True))
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if "slow/entropy" in metrics:
+            metrics["sfpo/entropy"] = metrics["slow/entropy"]
+            self.stop_rule.record(metrics["sfpo/entropy"])
+        for key, value in metrics.items():
+            self._metrics["train"][key].append(value)
+        self.outer_step += 1
+
+    def _record(self, k: int, loss: Tensor) -> None:
+        """Keep this micro-step's loss, entropy and clip fraction for pass k."""
+        if k < self.args.num_fast_steps - 1:
+            return  # only the last fast pass and the slow pass are logged
+        row = {"loss": loss.detach()}
+        for key, name in [
+            ("entropy", "entropy"),
+            ("clip_ratio/region_mean", "clip_frac"),
+        ]:
+            values = self._metrics["train"].get(key)
+            if values:
+                row[name] = torch.tensor(values[-1])  # appended by this micro-step
+        self._rows[k].append(row)
+
+    # --- which tensors, read how ----------------------------------------------------
+    def _trainable(self) -> list[Tensor]:
+        """The trainable parameters as this rank holds them (shards under FSDP)."""
+        if self._params is None:
+            self._params = trainable_params(self.model)
+        return self._params
+
+    def _deepspeed_fp32(self) -> bool:
+        """True when DeepSpeed's optimizer keeps its own fp32 master weights."""
+        if not self.is_deepspeed_enabled:
+            return False
+        return hasattr(self._trainable()[0], "_hp_mapping")  # ZeRO-1/2, bf16 optim
+
+    @torch.no_grad()
+    def _read_fp32(self) -> Snapshot:
+        """fp32 copies of the values the optimizer steps (θ₀, or θ_K under DeepSpeed)."""
+        if self._deepspeed_fp32():
+            from deepspeed.utils import safe_get_full_fp32_param
+
+            return [safe_get_full_fp32_param(p).float() for p in self._trainable()]
+        return snapshot(self._trainable())
+
+    # --- checkpoints: the stop rule and s survive a resume ---------------------------
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = f"checkpoint-{self.state.global_step}"
+            path = os.path.join(self._get_output_dir(trial=trial), folder, STATE_FILE)
+            state = {
+                "outer_step": self.outer_step,
+                "stop_rule": self.stop_rule.state_dict(),
+            }
+            with open(path, "w") as f:
+                json.dump(state, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, STATE_FILE) if checkpoint else None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+            self.outer_step = state["outer_step"]
+            self.stop_rule.load_state_dict(state["stop_rule"])
+
+
+def sharded_distance(
+    params: Sequence[Tensor], theta_0: Snapshot, sharded: bool
+) -> float:
+    """‖θ − θ₀‖ when this rank holds all of θ (replicated) or a shard of it (FSDP).
+
+    ``params`` and ``theta_0`` hold the same part of θ: whole tensors, FSDP1 flat
+    shards or FSDP2 DTensors. Shards' squared norms are summed over ranks.
+    """
+    squares = sum(
+        _local(p.float() - t0).pow(2).sum()
+        for p, t0 in zip(params, theta_0, strict=True)
+    )  # this rank's part of ‖θ − θ₀‖²
+    if sharded and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(squares)
+    return float(squares) ** 0.5
+
+
+def _local(t: Tensor) -> Tensor:
+    """This rank's part of a (possibly FSDP2 DTensor) tensor."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _norm(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
+    """‖a − b‖ of two full (unsharded) lists of tensors."""
+    return float(sum((x - y).pow(2).sum() for x, y in zip(a, b, strict=True))) ** 0.5
