@@ -26,7 +26,15 @@ test: setup
 	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not notebooks"
+	$(PY) -m pytest -q -m "not slow and not notebooks and not book"
+
+book: setup
+	bash book/build.sh
+
+bench: setup
+	$(PY) bench/step_cost.py
+	$(PY) bench/vs_trl.py
+	$(PY) bench/rollouts_to_target.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -37,4 +45,4 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache book/_build
+	rm -rf $(VENV) .pytest_cache .ruff_cache book/_build book/_mathjax book/notebooks

@@ -101,7 +101,7 @@ class SFPOConfig:
     """How per-token losses become one number: ``token_mean`` (mean over all completion
     tokens of the batch; DAPO, the reference code), ``seq_mean`` (mean per completion,
     then over completions; the GRPO paper) or ``dr_grpo`` (sum over tokens divided by a
-    constant, B × max_new_tokens; Dr. GRPO)."""
+    constant, B × max_new_tokens, whatever the completions' lengths; Dr. GRPO)."""
 
     scale_rewards: bool = True
     """Divide advantages by the group's reward std (GRPO). ``False`` keeps only the mean

@@ -14,8 +14,8 @@ Where this departs from a textbook:
    code and TRL do), so a group whose rewards are all equal gets zero advantage.
 2. The KL penalty is the k3 estimator exp(r) − r − 1 with r = log π_ref − log π_θ,
    added per token (not folded into the reward).
-3. ``dr_grpo`` divides by B × T, with T the padded completion length (set the padding
-   to ``max_new_tokens`` to get Dr. GRPO's constant).
+3. ``dr_grpo`` divides by B × ``max_tokens`` (pass the generation limit), or by
+   B × T, the padded completion length, when it is not given.
 """
 
 from __future__ import annotations
@@ -70,12 +70,20 @@ def group_advantages(
     return adv.view(-1), stats  # (B,)
 
 
-def aggregate(per_token: Tensor, mask: Tensor, loss_agg: str = "token_mean") -> Tensor:
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    loss_agg: str = "token_mean",
+    max_tokens: int | None = None,
+) -> Tensor:
     """Reduce a (B, T) per-token quantity to a scalar.
 
     ``token_mean``: Σ_i Σ_t x_it / Σ_i |o_i|             (DAPO; the SFPO reference code)
     ``seq_mean``:   1/B Σ_i (1/|o_i|) Σ_t x_it            (the GRPO paper)
-    ``dr_grpo``:    Σ_i Σ_t x_it / (B · T)                (Dr. GRPO: a constant divisor)
+    ``dr_grpo``:    Σ_i Σ_t x_it / (B · L)                (Dr. GRPO: a constant divisor)
+
+    L is ``max_tokens`` (the generation limit, so the divisor does not depend on how
+    long this batch's completions happen to be), or T when it is not given.
     """
     mask = mask.to(per_token.dtype)
     if loss_agg == "token_mean":
@@ -83,7 +91,8 @@ def aggregate(per_token: Tensor, mask: Tensor, loss_agg: str = "token_mean") -> 
     if loss_agg == "seq_mean":
         return masked_mean(per_token, mask, dim=1).mean()
     if loss_agg == "dr_grpo":
-        return (per_token * mask).sum() / mask.numel()
+        length = per_token.shape[-1] if max_tokens is None else max_tokens
+        return (per_token * mask).sum() / (per_token.shape[0] * length)
     raise ValueError(
         f"loss_agg={loss_agg!r} is not one of 'token_mean', 'seq_mean', 'dr_grpo'."
     )
@@ -144,6 +153,7 @@ def grpo_loss(
     ref_per_token_logps: Tensor | None = None,
     entropy_coef: float = 0.0,
     entropy: Tensor | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The GRPO objective every pass (fast, slow, plain GRPO) minimises.
 
@@ -151,6 +161,7 @@ def grpo_loss(
 
     All per-token tensors are (B, T); ``advantages`` is (B,). ``entropy`` (per-token
     entropy of π_θ, (B, T)) is needed for the bonus and is logged when given.
+    ``max_tokens`` is Dr. GRPO's constant length (the generation limit).
 
     Returns the scalar loss and diagnostics: ``loss``, ``clip_frac`` (share of tokens
     whose clipped branch is active), ``kl`` (k3 estimate of KL(π_θ₀ ‖ π_θ) on the batch:
@@ -169,7 +180,7 @@ def grpo_loss(
         if entropy is None:
             raise ValueError("entropy_coef > 0 needs the per-token entropy.")
         per_token = per_token - entropy_coef * entropy
-    loss = aggregate(per_token, completion_mask, loss_agg)
+    loss = aggregate(per_token, completion_mask, loss_agg, max_tokens)
 
     with torch.no_grad():
         mask = completion_mask

@@ -418,7 +418,11 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return (
+            torch.bfloat16
+            if torch.cuda.is_bf16_supported(including_emulation=False)
+            else torch.float16
+        )
     if dtype not in _DTYPES:
         raise ValueError(
             f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
@@ -447,7 +451,7 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     if device.type == "cuda":
         memory = torch.cuda.get_device_properties(device).total_memory / 2**30
         info["gpu"] = f"{torch.cuda.get_device_name(device)} ({memory:.1f} GiB)"
-        info["bf16"] = str(torch.cuda.is_bf16_supported())
+        info["bf16"] = str(torch.cuda.is_bf16_supported(including_emulation=False))
     else:
         info["gpu"] = "none"
         info["bf16"] = _check_bf16_cpu()

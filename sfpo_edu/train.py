@@ -93,6 +93,7 @@ def make_loss_fn(model: torch.nn.Module, cfg: SFPOConfig) -> LossFn:
             ref_per_token_logps=batch.ref_per_token_logps,
             entropy_coef=cfg.entropy_coef,
             entropy=entropy,
+            max_tokens=cfg.max_new_tokens,
         )
 
     return loss_fn

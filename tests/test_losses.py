@@ -125,3 +125,10 @@ def test_masked_mean_and_aggregate_edge_cases():
 def test_entropy_from_logits():
     assert entropy_from_logits(torch.zeros(4)).item() == pytest.approx(math.log(4))
     assert entropy_from_logits(torch.tensor([0.0, -1e4])).item() == pytest.approx(0)
+
+
+def test_dr_grpo_divides_by_the_generation_limit_not_the_batch_length():
+    x = torch.ones(2, 3)
+    mask = torch.ones(2, 3)
+    assert aggregate(x, mask, "dr_grpo").item() == pytest.approx(6 / 6)
+    assert aggregate(x, mask, "dr_grpo", max_tokens=10).item() == pytest.approx(6 / 20)
