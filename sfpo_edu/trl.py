@@ -56,7 +56,7 @@ same part:
   is written back to it (``safe_set_full_fp32_param``: each rank keeps its own
   partition) and to the replicated model weights. Not run here (no GPU, no
   DeepSpeed).
-* DeepSpeed ZeRO-3 raises ``NotImplementedError``. The same elementwise update
+* DeepSpeed ZeRO-3 is refused with a ``ValueError`` naming the fix. The same elementwise update
   on each rank's fp32 partition (``safe_get_local_fp32_param``) would be correct,
   but ZeRO-3 also keeps a second, 16-bit partition of each weight that only its
   internals refresh. Use FSDP to shard parameters.
@@ -227,7 +227,7 @@ class SFPOTrainer(GRPOTrainer):
             )
         plugin = self.accelerator.state.deepspeed_plugin
         if self.is_deepspeed_enabled and plugin.zero_stage == 3:
-            raise NotImplementedError(
+            raise ValueError(
                 "SFPOTrainer does not support DeepSpeed ZeRO-3: its 16-bit parameter "
                 "partitions can only be refreshed through DeepSpeed internals. Fix: "
                 "use ZeRO-1/2 (examples/accelerate/deepspeed_zero2.yaml), or FSDP "
