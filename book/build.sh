@@ -69,7 +69,8 @@ if compgen -G "$ROOT/notebooks/*.ipynb" >/dev/null; then
     mkdir -p "$BOOK/notebooks"
     # Notebooks and the small files they show (images); not checkpoints, runs or weights.
     tar -C "$ROOT/notebooks" --exclude=.ipynb_checkpoints --exclude=__pycache__ \
-        --exclude=runs --exclude='*.safetensors' --exclude='*.pt' -cf - . |
+        --exclude=runs --exclude='*.safetensors' --exclude='*.pt' \
+        --exclude=README.md --exclude=solutions -cf - . |
         tar -C "$BOOK/notebooks" -xf -
 fi
 

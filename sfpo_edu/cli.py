@@ -119,7 +119,7 @@ def compare(
     each run under ``output_dir/<algo>``, a figure and a table. Returns the runs."""
     import gc
 
-    from sfpo_edu.metrics import load_run
+    from sfpo_edu.metrics import atomic_write_text, load_run
     from sfpo_edu.train import Trainer
 
     output_dir = Path(output_dir)
@@ -134,8 +134,12 @@ def compare(
             )
         Trainer(cfg.replace(algo=algo), run_dir, progress=progress).train()
         gc.collect()
+        config = json.loads((run_dir / "config.json").read_text())
+        config["extra"] = config.get("extra", {}) | {
+            "wall_s": time.perf_counter() - start
+        }
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
         runs[algo] = load_run(run_dir)
-        runs[algo].config["extra"] = {"wall_s": time.perf_counter() - start}
     table = comparison_table(runs)
     (output_dir / "comparison.txt").write_text(table + "\n")
     figure = output_dir / "comparison.png"

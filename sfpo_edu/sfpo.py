@@ -42,7 +42,14 @@ import torch
 from torch import Tensor
 
 from sfpo_edu.config import SFPOConfig
-from sfpo_edu.params import Snapshot, drift_metrics, interpolate_, restore_, snapshot
+from sfpo_edu.params import (
+    Snapshot,
+    distance,
+    drift_metrics,
+    interpolate_,
+    restore_,
+    snapshot,
+)
 
 LossFn = Callable[[Any], tuple[Tensor, dict[str, float]]]
 
@@ -309,6 +316,7 @@ def update(
             )  # fmt: skip
             metrics["sfpo/alpha"] = cfg.effective_alpha
             metrics["sfpo/active"] = 0.0
+            metrics["update/norm"] = distance(theta_0, params)  # ‖θ_{s+1} − θ₀‖
     except NonFiniteError as err:
         restore_(params, theta_0)
         warnings.warn(

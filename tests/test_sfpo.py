@@ -276,3 +276,12 @@ def test_update_turns_sfpo_into_grpo_once_the_rule_fires():
     assert m0["sfpo/alpha"] == 0.8 and m0["sfpo/active"] == 1.0
     assert m1["sfpo/alpha"] == 0.0 and m1["sfpo/active"] == 0.0 and m1["sfpo/stopped"]
     assert opt.state[params[0]]["step"] == 4 + 1
+
+
+def test_grpo_updates_report_their_step_size():
+    cfg = SFPOConfig(algo="grpo", num_prompts=2, group_size=4)
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    before = flatten(snapshot(params))
+    m = update(params, adamw(policy), batch, loss_fn, cfg, StopRule(), step=0)
+    assert m["update/norm"] == pytest.approx((flatten(params) - before).norm().item())

@@ -180,6 +180,7 @@ def test_cli_compare_quick_on_the_tiny_model(tmp_path, digit_task, capsys):
     for name in ("GRPO", "GRPO×(K+1)", "SFPO"):
         assert name in text
     assert (out / "comparison.png").stat().st_size > 0
+    assert "nan" not in text  # wall time is stored with each run
     assert {p.name for p in out.iterdir()} >= {"grpo", "grpo_multi", "sfpo"}
 
 
