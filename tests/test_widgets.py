@@ -1,12 +1,11 @@
 """The explorers build, redraw when a control changes, and run in a real kernel."""
 
 import json
-import shutil
-import sys
 
 import matplotlib
 import numpy as np
 import pytest
+from conftest import python3_kernel_or_skip
 from IPython.display import HTML
 from matplotlib.figure import Figure
 
@@ -149,22 +148,9 @@ NOTEBOOK_CELLS = [
 
 @pytest.mark.notebooks
 def test_widgets_run_in_a_headless_kernel(run_dirs, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        spec = KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        pytest.skip(
-            "no 'python3' Jupyter kernel. Fix: .venv/bin/python -m ipykernel install "
-            "--sys-prefix --name python3"
-        )
-    # jupyter_client runs a bare "python" as this interpreter; anything else must be it
-    if spec.argv[0] not in ("python", "python3") and shutil.which(
-        spec.argv[0]
-    ) != shutil.which(sys.executable):
-        pytest.skip(f"the 'python3' kernel runs {spec.argv[0]}, not {sys.executable}")
+    python3_kernel_or_skip()
+    import nbclient
+    import nbformat
 
     cells = [f"RUN_DIRS = {json.dumps([str(d) for d in run_dirs])}"] + NOTEBOOK_CELLS
     nb = nbformat.v4.new_notebook()
