@@ -89,7 +89,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 # Small enough for this CPU: `compare` runs three arms in about 15 minutes (see the
 # README for measured times); `--quick` is a smoke-sized preset of about 2 minutes.
-DEMO = SFPOConfig(num_steps=10, num_prompts=4, group_size=8, eval_every=5, save_every=5)
+DEMO = SFPOConfig(num_steps=10, num_prompts=2, group_size=8, eval_every=5, save_every=5)
 QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
              eval_every=2, num_eval_prompts=8, save_every=0)  # fmt: skip
 
@@ -132,7 +132,13 @@ def compare(
                 f"{run_dir} already holds a run. Fix: pass another --output-dir or "
                 "delete that folder."
             )
-        Trainer(cfg.replace(algo=algo), run_dir, progress=progress).train()
+        trainer = Trainer(cfg.replace(algo=algo), run_dir, progress=progress)
+        trainer.train()
+        if trainer.interrupted:  # Ctrl-C stops the whole comparison, not one arm
+            print(f"{algo} stopped at step {trainer.step} with a checkpoint in "
+                  f"{run_dir}; continue that arm with `sfpo-edu train --resume "
+                  f"{run_dir}`.", file=sys.stderr)  # fmt: skip
+            raise KeyboardInterrupt
         gc.collect()
         config = json.loads((run_dir / "config.json").read_text())
         config["extra"] = config.get("extra", {}) | {

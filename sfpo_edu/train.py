@@ -174,6 +174,7 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.interrupted = False  # set by train(): stopped early by Ctrl-C
         if not resume and (self.run_dir / "metrics.jsonl").exists():
             raise FileExistsError(
                 f"{self.run_dir} already holds a run. Fix: pass resume=True "
@@ -309,6 +310,7 @@ class Trainer:
                 self.logger.log(final)
                 rows.append(final)
             self.save_checkpoint()
+            self.interrupted = interrupt["stop"]
         bar.close()
         return rows
 

@@ -199,3 +199,24 @@ def test_cli_train_eval_and_doctor(tmp_path, digit_task, capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "device" in out
+
+
+def test_ctrl_c_in_compare_stops_the_whole_comparison(
+    tmp_path, digit_task, capsys, monkeypatch
+):
+    import contextlib
+
+    from sfpo_edu import train
+
+    @contextlib.contextmanager
+    def pressed_at_once():  # as if Ctrl-C came before the first step
+        yield {"stop": True}
+
+    monkeypatch.setattr(train, "graceful_interrupt", pressed_at_once)
+    out = tmp_path / "cmp"
+    code = main(["compare", "--quick", "--output-dir", str(out), "--model", "tiny",
+                 "--task", digit_task])  # fmt: skip
+    assert code == 130
+    assert "sfpo-edu train --resume" in capsys.readouterr().err
+    assert (out / "grpo" / "latest").exists()  # the stopped arm kept a checkpoint
+    assert not (out / "grpo_multi").exists()  # and no other arm started
