@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--out-dir", default=None, help="default: bench/results")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: one arm, JSON out
     args = parser.parse_args()
-    base = dict(num_prompts=4, group_size=8, max_new_tokens=32, stop_rule="never",
+    base = dict(num_prompts=2, group_size=8, max_new_tokens=32, stop_rule="never",
                 diagnostics=False)  # fmt: skip
     quants = ["none", "4bit"]
     steps = args.steps
