@@ -11,6 +11,11 @@ over seeds) and the rollouts the arm's seed-mean curve needs to first reach GRPO
 (smoothed) seed-mean accuracy, as a ratio to GRPO's. Runs are written under
 ``--runs-dir`` (default ``data/runs/rollouts_to_target``) without checkpoints; a finished
 run is reused and an interrupted one resumed, so the script can be stopped and rerun.
+Two copies can share the work on a 2-core CPU (each run is locked while it trains):
+
+    OMP_NUM_THREADS=1 python bench/rollouts_to_target.py &
+    OMP_NUM_THREADS=1 python bench/rollouts_to_target.py
+
 Also a toy sweep: rollouts to reach J = 0.9 on the exact bandit over an α × K grid.
 Writes ``bench/results/rollouts_to_target.json``.
 """
@@ -18,6 +23,7 @@ Writes ``bench/results/rollouts_to_target.json``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import shutil
 import sys
@@ -44,20 +50,40 @@ def first_reach(xs: list[float], ys: list[float], target: float) -> float | None
     return next((x for x, y in zip(xs, ys, strict=True) if y >= target - 1e-12), None)
 
 
-def train_arm(cfg: SFPOConfig, run_dir: Path) -> Any:
-    """Train (or resume, or reuse) one run; drop its checkpoints afterwards."""
+def finished(run_dir: Path, num_steps: int) -> bool:
+    return (run_dir / "metrics.jsonl").exists() and any(
+        r["step"] == num_steps for r in load_run(run_dir).metrics
+    )
+
+
+def train_arm(cfg: SFPOConfig, run_dir: Path) -> Any | None:
+    """Train (or resume, or reuse) one run; drop its checkpoints afterwards. Returns
+    None when another process of this script is training that run right now."""
     from sfpo_edu.train import Trainer
 
-    done = run_dir / "metrics.jsonl"
-    if done.exists() and any(
-        r["step"] == cfg.num_steps for r in load_run(run_dir).metrics
-    ):
+    if finished(run_dir, cfg.num_steps):
         return load_run(run_dir)
-    Trainer(cfg, run_dir, resume=done.exists()).train()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir.parent / f".{run_dir.name}.lock", "w")  # noqa: SIM115
+    try:  # held until this process ends (or dies): the OS releases it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    if finished(run_dir, cfg.num_steps):  # finished while we waited for the lock
+        return load_run(run_dir)
+    trainer = Trainer(cfg, run_dir, resume=(run_dir / "metrics.jsonl").exists())
+    trainer.train()
+    if trainer.interrupted:
+        sys.exit(
+            f"Stopped with a checkpoint in {run_dir}; rerun to continue the sweep."
+        )
     for ckpt in run_dir.glob("checkpoint-*"):
         shutil.rmtree(ckpt)
     (run_dir / "latest").unlink(missing_ok=True)
+    del trainer
     gc.collect()
+    lock.close()
     return load_run(run_dir)
 
 
@@ -74,10 +100,22 @@ def eval_curve(runs: list[Any]) -> tuple[list[float], list[list[float]]]:
 
 def llm_sweep(
     args: argparse.Namespace, base: dict[str, Any], arms: dict[str, dict]
-) -> dict:
+) -> dict | None:
     runs_dir = Path(args.runs_dir)
-    runs = {name: [train_arm(SFPOConfig(**(base | arm | {"seed": s})), runs_dir / f"{name}-s{s}")
-                   for s in range(args.seeds)] for name, arm in arms.items()}  # fmt: skip
+    # Seeds in the outer loop: an interrupted sweep leaves every arm with the same
+    # number of finished seeds, and rerunning the script picks up where it stopped.
+    runs: dict[str, list[Any]] = {name: [] for name in arms}
+    for s in range(args.seeds):
+        for name, arm in arms.items():
+            cfg = SFPOConfig(**(base | arm | {"seed": s}))
+            runs[name].append(train_arm(cfg, runs_dir / f"{name}-s{s}"))
+    busy = [
+        f"{n}-s{s}" for n, rs in runs.items() for s, r in enumerate(rs) if r is None
+    ]
+    if busy:
+        print(f"\nAnother process is still training {', '.join(busy)}; "
+              "rerun this script when it has finished to get the report.")  # fmt: skip
+        return None
     curves = {name: eval_curve(r) for name, r in runs.items()}
     xs, grpo = curves["grpo"]
     grpo_mean = [sum(v) / len(v) for v in zip(*grpo, strict=True)]
@@ -148,12 +186,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes")
     parser.add_argument("--toy-only", action="store_true", help="only the toy sweep")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs-dir", default="data/runs/rollouts_to_target")
     parser.add_argument("--out-dir", default=None, help="default: bench/results")
     args = parser.parse_args()
-    base = dict(num_steps=args.steps, num_prompts=4, group_size=8, eval_every=5,
-                num_eval_prompts=32, save_every=5, stop_rule="never", num_samples_logged=8)  # fmt: skip
+    # The demo's batch (2 prompts × G = 8); everything else is the SFPOConfig default.
+    base = dict(num_steps=args.steps, num_prompts=2, group_size=8, eval_every=2,
+                num_eval_prompts=32, save_every=2, stop_rule="never", num_samples_logged=8)  # fmt: skip
     arms = {"grpo": {"algo": "grpo"}, "grpo_multi": {"algo": "grpo_multi"},
             "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8},
             "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5}}  # fmt: skip
@@ -165,11 +204,10 @@ def main() -> None:
         arms = {k: arms[k] for k in ("grpo", "sfpo_a0.8")}
     result: dict[str, Any] = {"toy": toy_sweep(alphas, ks, toy_seeds)}
     if not args.toy_only:
-        result |= {
-            "config": base,
-            "seeds": args.seeds,
-            "llm": llm_sweep(args, base, arms),
-        }
+        llm = llm_sweep(args, base, arms)
+        if llm is None:
+            return
+        result |= {"config": base, "seeds": args.seeds, "llm": llm}
     write_result(
         "rollouts_to_target" + ("_quick" if args.quick else ""), result, args.out_dir
     )
