@@ -387,7 +387,11 @@ def plot_drift_dashboard(
     with the step where the stop rule fired marked (dotted). A key that no run logged
     leaves its panel saying "not logged"."""
     fig, axes = new_figure(figsize, 3, 3, sharex=True)
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
+    algos = [run.config.get("algo", "?") for run in runs]
+    if len(set(algos)) == len(algos):  # one run per algorithm: its usual colour
+        colors = [_color(algo, i) for i, algo in enumerate(algos)]
+    else:
+        colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
     for ax, (keys, title) in zip(axes.flat, DASHBOARD, strict=True):
         ax.set_title(f"{title}\n{' / '.join(keys)}", fontsize=10)
         drawn = False

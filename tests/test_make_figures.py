@@ -1,0 +1,59 @@
+"""book/make_figures.py: the Results page's tables are generated from the committed
+benchmark JSON, and the committed page is what the script writes from it."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+@pytest.fixture(scope="module")
+def make_figures():
+    spec = importlib.util.spec_from_file_location(
+        "make_figures", ROOT / "book" / "make_figures.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_results_page_is_generated_from_the_committed_results(
+    make_figures, tmp_path
+):
+    page = tmp_path / "measured.md"
+    make_figures.measured_page(RESULTS, page)
+    committed = ROOT / "book" / "_generated" / "measured.md"
+    assert committed.read_text() == page.read_text(), (
+        "book/_generated/measured.md is stale: run .venv/bin/python book/make_figures.py"
+    )
+
+
+def test_every_recorded_figure_appears_on_the_page(make_figures, tmp_path):
+    page = tmp_path / "measured.md"
+    make_figures.measured_page(RESULTS, page)
+    text = page.read_text()
+    if (RESULTS / "rollouts_to_target.json").exists():
+        r = json.loads((RESULTS / "rollouts_to_target.json").read_text())
+        assert f"{r['llm']['target_heldout_accuracy']:.3f}" in text
+        for name, arm in r["llm"]["arms"].items():
+            assert make_figures.SWEEP_NAMES[name] in text
+            assert f"{arm['best']['mean']:.3f}" in text
+            assert f"{arm['final']['mean']:.3f}" in text
+    if (RESULTS / "step_cost.json").exists():
+        r = json.loads((RESULTS / "step_cost.json").read_text())
+        for arm in r["results"].values():
+            assert f"{arm['step_s']:.1f}" in text
+    if (RESULTS / "vs_trl.json").exists():
+        r = json.loads((RESULTS / "vs_trl.json").read_text())
+        for arm in r["summary"].values():
+            assert f"{arm['ours_over_trl']:.2f}" in text
+
+
+def test_no_results_says_so(make_figures, tmp_path):
+    page = tmp_path / "measured.md"
+    make_figures.measured_page(tmp_path / "nothing", page)
+    assert "No benchmark results are recorded" in page.read_text()
