@@ -87,8 +87,8 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-# Small enough for this CPU: `compare` runs three arms in about 15 minutes (see the
-# README for measured times); `--quick` is a smoke-sized preset of about 2 minutes.
+# Small enough for this CPU: `compare` ran its three arms in 12 minutes on an idle 2-core
+# machine (README); `--quick` is a smoke-sized preset of about 2 minutes.
 DEMO = SFPOConfig(num_steps=10, num_prompts=2, group_size=8, eval_every=5, save_every=5)
 QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
              eval_every=2, num_eval_prompts=8, save_every=0)  # fmt: skip
