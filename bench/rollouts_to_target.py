@@ -16,7 +16,8 @@ Two copies can share the work on a 2-core CPU (each run is locked while it train
     OMP_NUM_THREADS=1 python bench/rollouts_to_target.py &
     OMP_NUM_THREADS=1 python bench/rollouts_to_target.py
 
-Also a toy sweep: rollouts to reach J = 0.9 on the exact bandit over an α × K grid.
+Also a toy sweep on the exact bandit over an α × K grid: rollouts until the seed-mean
+J reaches 0.8 and J after 100 outer steps.
 Writes ``bench/results/rollouts_to_target.json``.
 """
 
@@ -162,30 +163,42 @@ def llm_sweep(
 
 
 def toy_sweep(
-    alphas: list[float], ks: list[int], seeds: int, target: float = 0.9
+    alphas: list[float],
+    ks: list[int],
+    seeds: int,
+    steps: int = 100,
+    target: float = 0.8,
 ) -> dict:
-    """Rollouts to reach J ≥ target (seed mean) on the exact bandit, α × K grid."""
-    cfg = toy_config()
-    grpo = compare_toy(cfg, algos=["grpo"], seeds=range(seeds))["grpo"]
-    xs = grpo[0].rollouts.tolist()
-    grpo_mean = torch.stack([r.expected_reward for r in grpo]).mean(0).tolist()
-    table = {"grpo": first_reach(xs, grpo_mean, target)}
+    """The exact bandit over an α × K grid, seed means: rollouts until J ≥ target and
+    J after ``steps`` outer steps (where the extra passes can lock a seed onto a wrong
+    answer, the final J shows it)."""
+    cfg = toy_config(num_steps=steps)
+
+    def summary(algo: str, cfg: SFPOConfig) -> dict[str, Any]:
+        runs = compare_toy(cfg, algos=[algo], seeds=range(seeds))[algo]
+        mean = torch.stack([r.expected_reward for r in runs]).mean(0)
+        xs = runs[0].rollouts.tolist()  # the same rollouts per step for every seed
+        return {"rollouts_to_target": first_reach(xs, mean.tolist(), target),
+                "final_J": mean[-1].item()}  # fmt: skip
+
+    grid = {f"K={k},alpha={a}": summary("sfpo", cfg.replace(num_fast_steps=k, alpha=a))
+            for k in ks for a in alphas}  # fmt: skip
+    grpo = summary("grpo", cfg)
+    print(f"\nToy: rollouts until the seed-mean J(θ) ≥ {target}, and J after {steps} "
+          f"steps ({seeds} seeds; GRPO: {grpo['rollouts_to_target']}, "
+          f"J = {grpo['final_J']:.3f}; α = 1 is GRPO×(K+1))")  # fmt: skip
+    print("K \\ α " + "".join(f"{a:>14}" for a in alphas))
     for k in ks:
-        for alpha in alphas:
-            runs = compare_toy(cfg.replace(num_fast_steps=k, alpha=alpha), algos=["sfpo"],
-                               seeds=range(seeds))["sfpo"]  # fmt: skip
-            mean = torch.stack([r.expected_reward for r in runs]).mean(0).tolist()
-            table[f"K={k},alpha={alpha}"] = first_reach(xs, mean, target)
-    print(
-        f"\nToy: rollouts until the seed-mean J(θ) ≥ {target} ({seeds} seeds; GRPO: {table['grpo']})"
-    )
-    print("K \\ α " + "".join(f"{a:>8}" for a in alphas))
-    for k in ks:
-        cells = [table[f"K={k},alpha={a}"] for a in alphas]
-        print(
-            f"{k:<6}" + "".join(f"{c if c is not None else 'never':>8}" for c in cells)
-        )
-    return {"target": target, "seeds": seeds, "rollouts_to_target": table}
+        cells = [grid[f"K={k},alpha={a}"] for a in alphas]
+        print(f"{k:<6}" + "".join(f"{c['rollouts_to_target'] or 'never':>8} {c['final_J']:.3f}"
+                                  for c in cells))  # fmt: skip
+    return {
+        "target": target,
+        "seeds": seeds,
+        "steps": steps,
+        "grpo": grpo,
+        "grid": grid,
+    }
 
 
 def main() -> None:
@@ -206,7 +219,7 @@ def main() -> None:
     arms = {"grpo": {"algo": "grpo"}, "grpo_multi": {"algo": "grpo_multi"},
             "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8},
             "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5}}  # fmt: skip
-    alphas, ks, toy_seeds = [0.3, 0.5, 0.8, 1.0], [1, 3, 5], 20
+    alphas, ks, toy_seeds = [0.3, 0.5, 0.8, 1.0], [1, 3, 5], 10
     if args.quick:
         args.seeds, alphas, ks, toy_seeds = 1, [0.5, 1.0], [1, 3], 3
         base |= dict(model="tiny", num_steps=2, num_prompts=2, group_size=4,

@@ -165,20 +165,24 @@ def measured_page(results: Path, path: Path) -> None:
                       "Held-out greedy accuracy of the sweep's arms (mean over seeds, band: "
                       "min to max).", "```", ""]  # fmt: skip
         toy = r["toy"]
-        table = toy["rollouts_to_target"]
-        ks = sorted({int(k.split(",")[0][2:]) for k in table if k != "grpo"})
-        alphas = sorted({float(k.split("alpha=")[1]) for k in table if k != "grpo"})
+        ks = sorted({int(k.split(",")[0][2:]) for k in toy["grid"]})
+        alphas = sorted({float(k.split("alpha=")[1]) for k in toy["grid"]})
+        grpo = toy["grpo"]
         lines += [
             "### The toy: α × K", "",
-            f"Rollouts until the seed-mean exact $J(\\theta)$ reaches {toy['target']} on the "
-            f"toy bandit ({toy['seeds']} seeds; GRPO: {table['grpo']}).", "",
+            f"The exact toy bandit, {toy['seeds']} seeds, {toy['steps']} outer steps: "
+            f"rollouts until the seed-mean $J(\\theta)$ first reaches {toy['target']}, and "
+            f"in brackets the seed-mean $J$ after the last step. GRPO: "
+            f"{grpo['rollouts_to_target'] or 'never'} ({grpo['final_J']:.3f}). The α = 1 "
+            "column is GRPO×(K+1).", "",
             "| K \\ α | " + " | ".join(f"{a:g}" for a in alphas) + " |",
             "|---|" + "---|" * len(alphas),
         ]  # fmt: skip
         for k in ks:
-            cells = [table.get(f"K={k},alpha={a}") for a in alphas]
-            lines.append(f"| {k} | " + " | ".join(str(c) if c is not None else "never"
-                                                   for c in cells) + " |")  # fmt: skip
+            cells = [toy["grid"][f"K={k},alpha={a}"] for a in alphas]
+            lines.append(f"| {k} | " + " | ".join(
+                f"{c['rollouts_to_target'] or 'never'} ({c['final_J']:.3f})" for c in cells
+            ) + " |")  # fmt: skip
         lines.append("")
     if "step_cost" in load:
         r = load["step_cost"]
