@@ -99,6 +99,18 @@ def eval_curve(runs: list[Any]) -> tuple[list[float], list[list[float]]]:
     return xs, per_seed
 
 
+def nan_if_none(x: float | None) -> float:
+    return float("nan") if x is None else x
+
+
+def tail_mean(runs: list[Any], key: str, last: int = 5) -> float | None:
+    """Mean over seeds of the mean of ``key`` over each run's last ``last`` steps."""
+    tails = [[r[key] for r in run.metrics if r.get(key) is not None][-last:]
+             for run in runs]  # fmt: skip
+    tails = [t for t in tails if t]
+    return sum(sum(t) / len(t) for t in tails) / len(tails) if tails else None
+
+
 def llm_sweep(
     args: argparse.Namespace, base: dict[str, Any], arms: dict[str, dict]
 ) -> dict | None:
@@ -143,6 +155,10 @@ def llm_sweep(
                 "max": max(final),
             },
             "rollouts_to_target": reach,
+            # why an arm stalls: policy entropy and the share of groups whose rewards
+            # are all equal (no advantage, no gradient), seed means over the last 5 steps
+            "entropy_last5": tail_mean(runs[name], "sfpo/entropy"),
+            "zero_std_groups_last5": tail_mean(runs[name], "reward/frac_zero_std"),
             "speedup_vs_grpo": (grpo_reach / reach) if reach else None,
             "curve": {"rollouts": xs, "mean": mean},
         }
@@ -151,6 +167,7 @@ def llm_sweep(
     )
     print(
         f"{'arm':<16}{'best (min-max)':>22}{'final (min-max)':>22}{'rollouts→target':>17}{'× vs GRPO':>11}"
+        f"{'entropy':>9}{'no-signal':>11}"
     )
     for name, r in report["arms"].items():
         b, f = r["best"], r["final"]
@@ -158,7 +175,9 @@ def llm_sweep(
         ratio = r["speedup_vs_grpo"]
         print(f"{name:<16}{b['mean']:>8.3f} ({b['min']:.2f}-{b['max']:.2f}){f['mean']:>10.3f} "
               f"({f['min']:.2f}-{f['max']:.2f}){reach if reach is not None else 'never':>17}"
-              f"{f'{ratio:.2f}' if ratio else '-':>11}")  # fmt: skip
+              f"{f'{ratio:.2f}' if ratio else '-':>11}"
+              f"{nan_if_none(r['entropy_last5']):>9.2f}"
+              f"{nan_if_none(r['zero_std_groups_last5']):>11.0%}")  # fmt: skip
     return report
 
 

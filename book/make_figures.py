@@ -116,6 +116,12 @@ def sweep_figures(sweep_dir: Path, out: Path) -> None:
     save(plotting.plot_drift_dashboard(first_seed), out / "sweep_drift_dashboard.png")
 
 
+def _num(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.0f}%" if pct else f"{x:.2f}"
+
+
 def _spread(d: dict[str, float]) -> str:
     return f"{d['mean']:.3f} ({d['min']:.2f}–{d['max']:.2f})"
 
@@ -150,8 +156,9 @@ def measured_page(results: Path, path: Path) -> None:
                 f"steps (mean over seeds, in brackets min–max). "
                 f"Target: GRPO's best seed-mean accuracy after a 3-point moving average, "
                 f"**{llm['target_heldout_accuracy']:.3f}**.", "",
-                "| arm | seeds | best held-out | final held-out | rollouts to target | vs GRPO |",
-                "|---|---|---|---|---|---|",
+                "| arm | seeds | best held-out | final held-out | rollouts to target | vs GRPO "
+                "| entropy, last 5 steps | groups without signal, last 5 steps |",
+                "|---|---|---|---|---|---|---|---|",
             ]  # fmt: skip
             for name, a in llm["arms"].items():
                 reach, ratio = a["rollouts_to_target"], a["speedup_vs_grpo"]
@@ -159,7 +166,8 @@ def measured_page(results: Path, path: Path) -> None:
                     f"| {SWEEP_NAMES.get(name, name)} | {a.get('seeds', r['seeds'])} | "
                     f"{_spread(a['best'])} | "
                     f"{_spread(a['final'])} | {reach if reach is not None else 'not reached'} | "
-                    f"{f'{ratio:.2f}×' if ratio else '–'} |"
+                    f"{f'{ratio:.2f}×' if ratio else '–'} | {_num(a.get('entropy_last5'))} | "
+                    f"{_num(a.get('zero_std_groups_last5'), pct=True)} |"
                 )  # fmt: skip
             lines += ["", "```{figure} figures/sweep_eval_accuracy.png", ":width: 90%", "",
                       "Held-out greedy accuracy of the sweep's arms (mean over seeds, band: "
