@@ -72,8 +72,12 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     return new_figure(figsize) if ax is None else (ax.figure, ax)
 
 
+_OTHER_COLORS = [c for c in PALETTE if c not in ALGO_COLORS.values()]
+
+
 def _color(name: str, i: int) -> str:
-    return ALGO_COLORS.get(name, PALETTE[i % len(PALETTE)])
+    """An algorithm's own colour; other names get colours no algorithm uses."""
+    return ALGO_COLORS.get(name, _OTHER_COLORS[i % len(_OTHER_COLORS)])
 
 
 def _label(name: str) -> str:
