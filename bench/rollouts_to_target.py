@@ -132,8 +132,9 @@ def llm_sweep(
         f"{n}-s{s}" for n, rs in runs.items() for s, r in enumerate(rs) if r is None
     ]
     if busy:
-        print(f"\nAnother process is still training {', '.join(busy)}; "
-              "rerun this script when it has finished to get the report.")  # fmt: skip
+        print(f"\nAnother process is still training {', '.join(busy)} (or was, when this "
+              "one got there); rerun this script when all runs are finished to get the "
+              "report.")  # fmt: skip
         return None
     curves = {name: eval_curve(r) for name, r in runs.items()}
     xs, grpo = curves["grpo"]
