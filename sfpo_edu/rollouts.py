@@ -117,6 +117,7 @@ def generate_rollouts(
             prompt_ids,
             prompt_mask,
             max_new_tokens,
+            group_size=group_size,
             do_sample=True,
             temperature=temperature,
             top_p=top_p,
@@ -232,13 +233,37 @@ def _generate(
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     max_new_tokens: int,
+    group_size: int = 1,
     **sampling,
 ) -> Tensor:
-    """New tokens only, (B, T) with T ≤ max_new_tokens; model in eval mode, no grad."""
+    """New tokens only, (B, T) with T ≤ max_new_tokens; model in eval mode, no grad.
+
+    With `group_size` G > 1 the rows come in groups of G copies of one prompt; each
+    prompt is then read once and its key/value cache shared by its G rows, instead of
+    reading the same prompt G times (on a CPU with G = 8 this cut rollout time by a
+    quarter: see bench/step_cost.py). Same logits, so the same sampled tokens.
+    """
     with _eval_mode(policy.model):
+        cache = None
+        if group_size > 1 and prompt_ids.shape[1] > 1:
+            # All but the last prompt token: generate() reads that one itself and
+            # samples the first new token from it.
+            ids = prompt_ids[::group_size, :-1]  # (N, P - 1)
+            mask = prompt_mask[::group_size, :-1]  # (N, P - 1)
+            # the positions generate() gives left-padded rows: pads don't count
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, P - 1)
+            cache = policy.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+            ).past_key_values
+            cache.batch_repeat_interleave(group_size)  # N → B = N·G rows
         output_ids = policy.model.generate(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
+            cache=cache,
             max_new_tokens=max_new_tokens,
             eos_token_id=eos_token_ids(policy),
             pad_token_id=policy.tokenizer.pad_token_id,

@@ -141,10 +141,10 @@ def test_system_prompt_replaces_the_default(tiny_policy):
 def test_generation_uses_the_kv_cache_under_gradient_checkpointing():
     policy = load_policy("tiny", gradient_checkpointing=True)
     policy.model.train()
-    lengths = []
+    shapes = []  # (rows, tokens) of every forward pass
     embed = policy.model.get_input_embeddings()
     hook = embed.register_forward_hook(
-        lambda m, inp, out: lengths.append(inp[0].shape[1])
+        lambda m, inp, out: shapes.append(tuple(inp[0].shape))
     )
     try:
         batch = generate_rollouts(
@@ -152,9 +152,42 @@ def test_generation_uses_the_kv_cache_under_gradient_checkpointing():
         )
     finally:
         hook.remove()
-    # one forward over the prompt, then one new token per step
-    assert lengths[1:] == [1] * (batch.completion_ids.shape[1] - 1)
+    prompt_len = batch.prompt_ids.shape[1]
+    # the prompt is read once for the group (1 row, all but its last token), then
+    # one token per row per step
+    assert shapes[0] == (1, prompt_len - 1)
+    assert shapes[1:] == [(2, 1)] * batch.completion_ids.shape[1]
     assert policy.model.training
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_sharing_the_prompt_cache_changes_no_logit(quantization):
+    # Reading each prompt once and copying its key/value cache to the G rows of its
+    # group must give the same next-token logits at every step as G prompt reads
+    # (PROMPTS have different lengths, so left-padded positions are checked too).
+    import sfpo_edu.rollouts as rollouts
+
+    policy = load_policy("tiny", quantization=quantization)
+    logits = []  # last-position logits of every forward pass, (rows, V)
+    head = policy.model.get_output_embeddings()
+    hook = head.register_forward_hook(lambda m, i, out: logits.append(out[:, -1]))
+    generate = rollouts._generate
+    try:
+        shared = generate_rollouts(
+            policy, PROMPTS, group_size=4, max_new_tokens=8, seed=0
+        )
+        shared_logits, logits[:] = logits[1:], []  # [0] is the shared prompt read
+        rollouts._generate = lambda *a, group_size, **kw: generate(*a, **kw)
+        plain = generate_rollouts(
+            policy, PROMPTS, group_size=4, max_new_tokens=8, seed=0
+        )
+    finally:
+        rollouts._generate = generate
+        hook.remove()
+    assert torch.equal(shared.completion_ids, plain.completion_ids)
+    assert len(shared_logits) == len(logits) == shared.completion_ids.shape[1]
+    for a, b in zip(shared_logits, logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_4bit_policy_generates():
