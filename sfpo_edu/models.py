@@ -169,9 +169,14 @@ def load_policy(
             )
         if gradient_checkpointing:
             # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-            model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False}
-            )
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
+            else:  # transformers < 5.23 calls it gradient checkpointing
+                model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
         if lora:
             from peft import LoraConfig, get_peft_model
 
@@ -333,7 +338,11 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
             gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
         )
         config = gguf_model.config
-        del config.quantization_config  # marks the weights as "from GGUF"
+        # Some transformers versions read the GGUF's EOS as <|im_start|>; the chat
+        # model ends its turn with the model config's EOS (<|im_end|>).
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
+        if hasattr(config, "quantization_config"):  # marks the weights "from GGUF"
+            del config.quantization_config
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config

@@ -244,7 +244,7 @@ def _generate(
     quarter: see bench/step_cost.py). Same logits, so the same sampled tokens.
     """
     with _eval_mode(policy.model):
-        cache = None
+        cache = {}  # generate()'s cache argument, when the prompts were read here
         if group_size > 1 and prompt_ids.shape[1] > 1:
             # All but the last prompt token: generate() reads that one itself and
             # samples the first new token from it.
@@ -252,18 +252,21 @@ def _generate(
             mask = prompt_mask[::group_size, :-1]  # (N, P - 1)
             # the positions generate() gives left-padded rows: pads don't count
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, P - 1)
-            cache = policy.model(
+            out = policy.model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
                 logits_to_keep=1,
-            ).past_key_values
-            cache.batch_repeat_interleave(group_size)  # N → B = N·G rows
+            )
+            # transformers 5 calls the key/value cache `cache`, 4.x `past_key_values`
+            name = "cache" if "cache" in out else "past_key_values"
+            out[name].batch_repeat_interleave(group_size)  # N → B = N·G rows
+            cache = {name: out[name]}
         output_ids = policy.model.generate(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
-            cache=cache,
+            **cache,
             max_new_tokens=max_new_tokens,
             eos_token_id=eos_token_ids(policy),
             pad_token_id=policy.tokenizer.pad_token_id,

@@ -123,7 +123,11 @@ def test_tiny_8bit_lora_runs_forward_and_backward():
 
 def test_gradient_checkpointing_is_switched_on():
     policy = load_policy("tiny", gradient_checkpointing=True)
-    assert policy.model.get_base_model().is_activation_checkpointing
+    base = policy.model.get_base_model()
+    # transformers 5.23 renamed the flag is_gradient_checkpointing
+    assert getattr(base, "is_activation_checkpointing", None) or (
+        base.is_gradient_checkpointing
+    )
     grads = _train_step_grads(policy.model)
     assert any(g is not None for g in grads.values())
 
