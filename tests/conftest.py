@@ -59,3 +59,35 @@ def python3_kernel_or_skip() -> None:
         spec.argv[0]
     ) != shutil.which(sys.executable):
         pytest.skip(f"the 'python3' kernel runs {spec.argv[0]}, not {sys.executable}")
+
+
+def notebook_client(nb, **kwargs):
+    """``nbclient.NotebookClient`` whose shell channel cannot sleep through a reply.
+
+    nbclient mimics ipywidgets' Output widget: each output the kernel draws into one
+    is echoed back as a ``comm_msg`` on the shell channel, sent while nbclient awaits
+    the cell's ``execute_reply`` on that same socket. jupyter_client's
+    ``Session.send`` sends on a blocking shadow of the asyncio socket, bypassing
+    pyzmq's bookkeeping; that send can consume the socket's edge-triggered ZMQ_FD
+    wake-up, so a reply arriving at that moment sits unread until the cell timeout
+    (reproduced: cells with an explorer stalled for exactly the timeout, ~1 in 100).
+    Reading ``EVENTS`` through the asyncio socket after each send makes pyzmq
+    re-check and wake the pending poll.
+    """
+    import nbclient
+    import zmq
+
+    class Client(nbclient.NotebookClient):
+        async def async_start_new_kernel_client(self):
+            kc = await super().async_start_new_kernel_client()
+            channel = kc.shell_channel
+            send = channel.send
+
+            def send_and_recheck(msg):
+                send(msg)
+                channel.socket.get(zmq.EVENTS)  # zmq.asyncio: re-arms waiting polls
+
+            channel.send = send_and_recheck
+            return kc
+
+    return Client(nb, **kwargs)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import python3_kernel_or_skip
+from conftest import notebook_client, python3_kernel_or_skip
 
 from sfpo_edu.exercises import EXERCISES
 
@@ -175,12 +175,12 @@ def test_notebook_runs_top_to_bottom(name, workdir, monkeypatch, record_property
     monkeypatch.setenv("SFPO_EDU_QUICK", "1")  # the kernel inherits the environment
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     start = time.perf_counter()
-    # A kernel and nbclient once both sat idle after a lost message on a loaded
-    # machine; a cell timeout (quick-mode cells take < 3 min) plus one fresh retry
-    # keeps such a hang from eating the CI budget. Real cell errors are not retried.
+    # notebook_client fixes the stall where nbclient slept through a cell's reply
+    # until the cell timeout (see conftest); the timeout (quick-mode cells take
+    # < 3 min) plus one fresh retry stay as a guard. Cell errors are not retried.
     for attempt in (1, 2):
         nb = nbformat.read(workdir / f"{name}.ipynb", as_version=4)
-        client = nbclient.NotebookClient(
+        client = notebook_client(
             nb, kernel_name="python3", timeout=600,
             resources={"metadata": {"path": str(workdir)}},
         )  # fmt: skip

@@ -5,7 +5,7 @@ import json
 import matplotlib
 import numpy as np
 import pytest
-from conftest import python3_kernel_or_skip
+from conftest import notebook_client, python3_kernel_or_skip
 from IPython.display import HTML
 from matplotlib.figure import Figure
 
@@ -149,13 +149,12 @@ NOTEBOOK_CELLS = [
 @pytest.mark.notebooks
 def test_widgets_run_in_a_headless_kernel(run_dirs, tmp_path):
     python3_kernel_or_skip()
-    import nbclient
     import nbformat
 
     cells = [f"RUN_DIRS = {json.dumps([str(d) for d in run_dirs])}"] + NOTEBOOK_CELLS
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    client = nbclient.NotebookClient(
+    client = notebook_client(
         nb, kernel_name="python3", timeout=120,
         resources={"metadata": {"path": str(tmp_path)}},
     )  # fmt: skip
