@@ -5,7 +5,7 @@
     python bench/rollouts_to_target.py --toy-only   # the α × K toy sweep, seconds
 
 Arms: GRPO, GRPO×(K+1), SFPO (K = 3, α = 0.8), each for ``--seeds`` seeds, and SFPO with
-α = 0.5 for ``--alpha-seeds`` seeds, all at the same rollout budget (same steps, prompts
+α = 0.5 and α = 0.3 for ``--alpha-seeds`` seeds, all at the same rollout budget (same steps, prompts
 and G), held-out greedy accuracy every few steps. Per arm it reports best and final
 held-out accuracy (mean, min, max over seeds) and the rollouts the arm's seed-mean curve needs to first reach GRPO's best
 (smoothed) seed-mean accuracy, as a ratio to GRPO's. Runs are written under
@@ -227,9 +227,10 @@ def main() -> None:
     parser.add_argument("--toy-only", action="store_true", help="only the toy sweep")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--alpha-seeds", type=int, default=1,
-                        help="seeds for the arms with α other than 0.8 (default 1: an "
-                             "SFPO run takes about 12 minutes on a 2-core CPU)")  # fmt: skip
+    parser.add_argument("--alpha-seeds", type=int, default=3,
+                        help="seeds for the arms with α other than 0.8 (lower it for a "
+                             "cheaper sweep: an SFPO run takes about 12 minutes on a "
+                             "2-core CPU)")  # fmt: skip
     parser.add_argument("--runs-dir", default="data/runs/rollouts_to_target")
     parser.add_argument("--out-dir", default=None, help="default: bench/results")
     args = parser.parse_args()
@@ -238,7 +239,8 @@ def main() -> None:
                 num_eval_prompts=32, save_every=2, stop_rule="never", num_samples_logged=8)  # fmt: skip
     arms = {"grpo": {"algo": "grpo"}, "grpo_multi": {"algo": "grpo_multi"},
             "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8},
-            "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5}}  # fmt: skip
+            "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5},
+            "sfpo_a0.3": {"algo": "sfpo", "alpha": 0.3}}  # fmt: skip
     alphas, ks, toy_seeds = [0.3, 0.5, 0.8, 1.0], [1, 3, 5], 10
     if args.quick:
         args.seeds, alphas, ks, toy_seeds = 1, [0.5, 1.0], [1, 3], 3
