@@ -3,8 +3,9 @@
     python bench/step_cost.py                 # SmolLM2-135M + LoRA, fp32 and 4-bit
     python bench/step_cost.py --quick         # tiny model, one step each (smoke test)
 
-For each (algorithm, quantization) it loads a fresh policy, then times a few outer
-steps piece by piece with the library's own functions: ``generate_rollouts``, the
+For each (algorithm, quantization), with algorithm GRPO, GRPO×(K+1) (the same K+1
+passes as SFPO, without the reposition) and SFPO, it loads a fresh policy, then times
+a few outer steps piece by piece with the library's own functions: ``generate_rollouts``, the
 old log-prob forward (``per_token_logps`` without grad) and ``sfpo.update`` (all
 passes). It also reports peak memory, trainable parameters and the bytes SFPO adds:
 two fp32 snapshots of the trainable vector (θ₀ and θ_K). Prints a table and writes
@@ -104,7 +105,7 @@ def main() -> None:
         return
     results = {}
     for quantization in quants:
-        for algo in ("grpo", "sfpo"):
+        for algo in ("grpo", "grpo_multi", "sfpo"):
             # a fresh process per arm, so each peak memory figure is that arm's own
             print(f"measuring {algo} {quantization} ...", flush=True)
             cmd = [sys.executable, __file__, "--arm", f"{algo}/{quantization}",
@@ -120,17 +121,22 @@ def main() -> None:
               f"{r['update_per_pass_s']:>7.2f}{r['step_s']:>7.2f}{r['peak_rss_mb']:>9.0f}")  # fmt: skip
     summary = {}
     for q in quants:
-        g, s = results[f"grpo/{q}"], results[f"sfpo/{q}"]
+        g, m, s = (results[f"{a}/{q}"] for a in ("grpo", "grpo_multi", "sfpo"))
         summary[q] = {
             "sfpo_over_grpo_step_time": s["step_s"] / g["step_s"],
+            "sfpo_over_grpo_multi_step_time": s["step_s"] / m["step_s"],
             "sfpo_snapshot_mb": s["snapshot_mb"],
-            "snapshot_share_of_peak": s["snapshot_mb"] / s["peak_rss_mb"],
+            # the measure: SFPO's extra bytes against GRPO's peak memory
+            "snapshot_share_of_peak": s["snapshot_mb"] / g["peak_rss_mb"],
             "peak_rss_ratio": s["peak_rss_mb"] / g["peak_rss_mb"],
+            "peak_rss_ratio_vs_grpo_multi": s["peak_rss_mb"] / m["peak_rss_mb"],
         }
-        print(f"{q}: SFPO step / GRPO step = {summary[q]['sfpo_over_grpo_step_time']:.2f}x; "
+        print(f"{q}: SFPO step / GRPO step = {summary[q]['sfpo_over_grpo_step_time']:.2f}x "
+              f"(/ GRPO×(K+1) step = {summary[q]['sfpo_over_grpo_multi_step_time']:.2f}x); "
               f"SFPO snapshots {s['snapshot_mb']:.1f} MB = "
-              f"{100 * summary[q]['snapshot_share_of_peak']:.2f}% of SFPO's peak RSS; "
-              f"peak RSS GRPO {g['peak_rss_mb']:.0f} MB, SFPO {s['peak_rss_mb']:.0f} MB")  # fmt: skip
+              f"{100 * summary[q]['snapshot_share_of_peak']:.2f}% of GRPO's peak RSS; "
+              f"peak RSS GRPO {g['peak_rss_mb']:.0f} MB, GRPO×(K+1) {m['peak_rss_mb']:.0f} MB, "
+              f"SFPO {s['peak_rss_mb']:.0f} MB")  # fmt: skip
     write_result("step_cost" + ("_quick" if args.quick else ""),
                  {"config": base, "steps": steps, "results": results, "summary": summary},
                  args.out_dir)  # fmt: skip
