@@ -12,7 +12,9 @@ off, AdamW at a constant learning rate of 3e-4, gradient clipping at 1.0, clip Î
 no KL (Î² = 0), TRL's ``dapo`` loss (= our ``token_mean``), group-std advantages and
 the same binary reward (``sfpo_edu.rewards.reward``, wrapped as a TRL reward function).
 Neither side uses gradient checkpointing (TRL's default turns it on;
-``--trl-gradient-checkpointing`` restores that).
+``--trl-gradient-checkpointing`` restores that). One difference is ours by design: our
+rollouts read each prompt once and share its key/value cache with the G completions
+of its group, where TRL's transformers generation reads the prompt G times.
 
 Two arms, each a fresh pair of trainers starting from the base model:
 
@@ -300,9 +302,9 @@ def summarise(arm: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model smoke test")
-    parser.add_argument("--steps", type=int, default=6, help="steps of the grpo arm")
+    parser.add_argument("--steps", type=int, default=12, help="steps of the grpo arm")
     parser.add_argument(
-        "--cycles", type=int, default=3, help="generation batches of the K+1 arm"
+        "--cycles", type=int, default=6, help="generation batches of the K+1 arm"
     )
     parser.add_argument("-K", "--num-fast-steps", type=int, default=3)
     parser.add_argument("--group-size", "-G", type=int, default=8)

@@ -30,9 +30,9 @@ matplotlib.use("Agg")  # a script: render to files, never open a window
 ROOT = Path(__file__).resolve().parents[1]
 # arm names of bench/rollouts_to_target.py: plot keys (colours) and table names
 SWEEP_LABELS = {"grpo": "grpo", "grpo_multi": "grpo_multi", "sfpo_a0.8": "sfpo",
-                "sfpo_a0.5": "SFPO (α = 0.5)"}  # fmt: skip
+                "sfpo_a0.5": "SFPO (α = 0.5)", "sfpo_a0.3": "SFPO (α = 0.3)"}  # fmt: skip
 SWEEP_NAMES = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo_a0.8": "SFPO (α = 0.8)",
-               "sfpo_a0.5": "SFPO (α = 0.5)"}  # fmt: skip
+               "sfpo_a0.5": "SFPO (α = 0.5)", "sfpo_a0.3": "SFPO (α = 0.3)"}  # fmt: skip
 
 
 def toy_figures(out: Path) -> None:
@@ -200,7 +200,9 @@ def measured_page(results: Path, path: Path) -> None:
             f"{cfg['num_prompts']} prompts × $G$ = {cfg['group_size']}, up to "
             f"{cfg['max_new_tokens']} new tokens; median seconds over {r['steps'] - 1} steps "
             "after a warm-up step (*step* is the median whole step, not the sum of the "
-            "column medians); peak resident memory of a fresh process per row.", "",
+            "column medians); peak resident memory of a fresh process per row (two "
+            "runs of the same arm here differed by up to about 200 MB, so the snapshot "
+            "size, not the difference of peaks, is SFPO's extra memory).", "",
             "| arm | generate | old log-probs | update (per pass) | step | peak MB |",
             "|---|---|---|---|---|---|",
         ]  # fmt: skip
@@ -214,13 +216,18 @@ def measured_page(results: Path, path: Path) -> None:
         lines.append("")
         for quant, sm in r["summary"].items():
             g, f = r["results"][f"grpo/{quant}"], r["results"][f"sfpo/{quant}"]
+            m = r["results"].get(f"grpo_multi/{quant}")  # absent in older results
             lines.append(
                 f"- {'fp32' if quant == 'none' else quant}: an SFPO step costs "
-                f"{sm['sfpo_over_grpo_step_time']:.2f}× a GRPO step; its two snapshots of "
+                f"{sm['sfpo_over_grpo_step_time']:.2f}× a GRPO step"
+                + (f" and {f['step_s'] / m['step_s']:.2f}× a GRPO×(K+1) step" if m else "")
+                + f"; its two snapshots of "
                 f"the trainable vector take {sm['sfpo_snapshot_mb']:.1f} MB, "
                 f"{100 * sm['sfpo_snapshot_mb'] / g['peak_rss_mb']:.2f}% of GRPO's peak "
                 f"memory (measured peaks: SFPO {f['peak_rss_mb'] - g['peak_rss_mb']:+.0f} MB "
-                "against GRPO)."
+                "against GRPO"
+                + (f", {f['peak_rss_mb'] - m['peak_rss_mb']:+.0f} MB against GRPO×(K+1)" if m else "")
+                + ")."
             )  # fmt: skip
         lines.append("")
     if "vs_trl" in load:
@@ -233,16 +240,29 @@ def measured_page(results: Path, path: Path) -> None:
             f"{cfg['dtype']}; the two trainers alternate within one process, "
             f"{cfg['steps']} GRPO updates and {cfg['cycles']} rollout batches of "
             f"{cfg['K'] + 1} passes each per side (`bench/vs_trl.py` says how it is timed). "
+            "Our rollouts read each prompt once for its group of $G$ and share its "
+            "key/value cache; TRL's read it $G$ times. "
             "*s/update*: median seconds per optimizer update, rollouts included.", "",
+            "The two sides sample different completions, and a batch costs more the "
+            "longer its longest completion, so *at the limit* compares only the batches "
+            f"whose longest completion reached {cfg['max_new_tokens']} tokens (same work "
+            "on both sides; how many of each side's batches, in brackets): that is the "
+            "fair ratio when the two sides' lengths differ.", "",
             "| passes per batch | TRL s/update | ours s/update | ours / TRL | "
-            "update pass TRL | update pass ours |",
-            "|---|---|---|---|---|---|",
+            "ours / TRL at the limit | update pass TRL | update pass ours |",
+            "|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for name, a in r["summary"].items():
             passes = "1 (GRPO)" if name == "grpo" else f"{cfg['K'] + 1} (GRPO×(K+1))"
+            n = a.get("full_length_batches", {})
+            at_limit = a.get("ours_over_trl_full_length")
+            at_limit = (
+                f"{at_limit:.2f} ({n.get('trl')} TRL, {n.get('ours')} ours)"
+                if at_limit is not None else "–"
+            )  # fmt: skip
             lines.append(
                 f"| {passes} | {a['trl_s_per_update']:.1f} | {a['ours_s_per_update']:.1f} | "
-                f"{a['ours_over_trl']:.2f} | {a['trl_update_s_per_pass']:.1f} | "
+                f"{a['ours_over_trl']:.2f} | {at_limit} | {a['trl_update_s_per_pass']:.1f} | "
                 f"{a['ours_update_s_per_pass']:.1f} |"
             )  # fmt: skip
         if machine.get("cores_used_by_other_processes", 0) > 0.25:
