@@ -98,7 +98,13 @@ def run_figures(runs_dir: Path, out: Path) -> None:
 def sweep_figures(sweep_dir: Path, out: Path) -> None:
     """Held-out accuracy of the rollouts-to-target sweep: seed mean and min–max band."""
     groups: dict[str, list] = {}
-    for config in sorted(sweep_dir.glob("*-s*/config.json")):
+    order = list(SWEEP_LABELS)  # the paper's α first, then the α sweep: stable colours
+    configs = sorted(
+        sweep_dir.glob("*-s*/config.json"),
+        key=lambda c: (order.index(a) if (a := c.parent.name.rsplit("-s", 1)[0])
+                       in order else len(order), c.parent.name),
+    )  # fmt: skip
+    for config in configs:
         arm = config.parent.name.rsplit("-s", 1)[0]
         groups.setdefault(SWEEP_LABELS.get(arm, arm), []).append(
             load_run(config.parent)
@@ -111,6 +117,8 @@ def sweep_figures(sweep_dir: Path, out: Path) -> None:
     per_step = runs[0].config["num_prompts"] * runs[0].config["group_size"]
     fig.axes[0].set_xlabel(f"outer step s ({per_step} rollouts each, every arm)")
     fig.axes[0].set_title("held-out greedy accuracy (line: seed mean, band: min–max)")
+    for text in fig.axes[0].get_legend().get_texts():  # "sfpo" keeps SFPO's colour
+        text.set_text(text.get_text().replace("SFPO  (", "SFPO (α = 0.8)  ("))
     save(fig, out / "sweep_eval_accuracy.png")
     first_seed = [runs[0] for runs in groups.values()]
     save(plotting.plot_drift_dashboard(first_seed), out / "sweep_drift_dashboard.png")

@@ -392,10 +392,9 @@ def plot_drift_dashboard(
     leaves its panel saying "not logged"."""
     fig, axes = new_figure(figsize, 3, 3, sharex=True)
     algos = [run.config.get("algo", "?") for run in runs]
-    if len(set(algos)) == len(algos):  # one run per algorithm: its usual colour
-        colors = [_color(algo, i) for i, algo in enumerate(algos)]
-    else:
-        colors = [PALETTE[i % len(PALETTE)] for i in range(len(runs))]
+    # an algorithm's first run gets its usual colour, its further runs colours that no
+    # algorithm uses (as plot_learning_curves does for names without a colour)
+    colors = [_color(a if a not in algos[:i] else "", i) for i, a in enumerate(algos)]
     for ax, (keys, title) in zip(axes.flat, DASHBOARD, strict=True):
         ax.set_title(f"{title}\n{' / '.join(keys)}", fontsize=10)
         drawn = False

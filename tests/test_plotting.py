@@ -142,6 +142,35 @@ def test_drift_dashboard_marks_the_stop_and_says_not_logged(tmp_path):
     assert "sfpo · a" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
+def test_drift_dashboard_colours_match_the_learning_curves(tmp_path):
+    # first run of each algorithm in its own colour; a second SFPO run (another α)
+    # gets the colour plot_learning_curves gives a name without one at that index
+    rows = [{"step": s, "update/norm": 0.1 * s} for s in range(3)]
+    runs = [write_run(tmp_path / n, a, rows) for n, a in
+            [("g", "grpo"), ("m", "grpo_multi"), ("s", "sfpo"), ("s2", "sfpo")]]  # fmt: skip
+    fig = render(plotting.plot_drift_dashboard(runs))
+    colors = {r.name: by_gid(fig, f"update/norm|{r.name}")[0].get_color() for r in runs}
+    curves = render(
+        plotting.plot_learning_curves(
+            {
+                "grpo": [runs[0]],
+                "grpo_multi": [runs[1]],
+                "sfpo": [runs[2]],
+                "SFPO (α = 0.5)": [runs[3]],
+            },
+            "update/norm",
+            x="step",
+        )
+    )
+    legend = {t.get_text().split("  (")[0]: h.get_color() for t, h in
+              zip(curves.axes[0].get_legend().get_texts(),
+                  curves.axes[0].get_legend().legend_handles, strict=True)}  # fmt: skip
+    assert colors["g"] == plotting.ALGO_COLORS["grpo"] == legend["GRPO"]
+    assert colors["s"] == plotting.ALGO_COLORS["sfpo"] == legend["SFPO"]
+    assert colors["s2"] == legend["SFPO (α = 0.5)"]
+    assert colors["s2"] not in plotting.ALGO_COLORS.values()
+
+
 def test_trajectories_share_one_pca_plane():
     gen = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(30, 2, generator=gen))[0].T  # (2, 30)
