@@ -208,9 +208,10 @@ def measured_page(results: Path, path: Path) -> None:
             f"{cfg['num_prompts']} prompts × $G$ = {cfg['group_size']}, up to "
             f"{cfg['max_new_tokens']} new tokens; median seconds over {r['steps'] - 1} steps "
             "after a warm-up step (*step* is the median whole step, not the sum of the "
-            "column medians); peak resident memory of a fresh process per row (two "
-            "runs of the same arm here differed by up to about 200 MB, so the snapshot "
-            "size, not the difference of peaks, is SFPO's extra memory).", "",
+            "column medians); peak resident memory of a fresh process per row. Peaks "
+            "vary by hundreds of MB between runs of the same arm (4-bit GRPO peaked at "
+            "2.9 GB in one run here and 3.7 GB in another), so the snapshot size, not "
+            "the difference of peaks, is SFPO's extra memory.", "",
             "| arm | generate | old log-probs | update (per pass) | step | peak MB |",
             "|---|---|---|---|---|---|",
         ]  # fmt: skip
