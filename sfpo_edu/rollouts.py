@@ -260,7 +260,7 @@ def _generate(
                 use_cache=True,
                 logits_to_keep=1,
             )
-            # transformers 5 calls the key/value cache `cache`, 4.x `past_key_values`
+            # newer transformers name the key/value cache `cache`, older `past_key_values`
             name = "cache" if "cache" in out else "past_key_values"
             out[name].batch_repeat_interleave(group_size)  # N → B = N·G rows
             cache = {name: out[name]}
