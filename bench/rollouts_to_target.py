@@ -5,8 +5,8 @@
     python bench/rollouts_to_target.py --toy-only   # the α × K toy sweep, seconds
 
 Arms: GRPO, GRPO×(K+1), SFPO (K = 3, α = 0.8), each for ``--seeds`` seeds, and SFPO with
-α = 0.5 and α = 0.3 for ``--alpha-seeds`` seeds, all at the same rollout budget (same steps, prompts
-and G), held-out greedy accuracy every few steps. Per arm it reports best and final
+α = 0.5 and α = 0.3 for ``--alpha-seeds`` seeds, all at the same rollout budget (same
+steps, prompts and G), held-out greedy accuracy every few steps. Per arm it reports best and final
 held-out accuracy (mean, min, max over seeds) and the rollouts the arm's seed-mean curve needs to first reach GRPO's best
 (smoothed) seed-mean accuracy, as a ratio to GRPO's. Runs are written under
 ``--runs-dir`` (default ``data/runs/rollouts_to_target``) without checkpoints; a finished

@@ -98,17 +98,10 @@ def run_figures(runs_dir: Path, out: Path) -> None:
 def sweep_figures(sweep_dir: Path, out: Path) -> None:
     """Held-out accuracy of the rollouts-to-target sweep: seed mean and min–max band."""
     groups: dict[str, list] = {}
-    order = list(SWEEP_LABELS)  # the paper's α first, then the α sweep: stable colours
-    configs = sorted(
-        sweep_dir.glob("*-s*/config.json"),
-        key=lambda c: (order.index(a) if (a := c.parent.name.rsplit("-s", 1)[0])
-                       in order else len(order), c.parent.name),
-    )  # fmt: skip
-    for config in configs:
-        arm = config.parent.name.rsplit("-s", 1)[0]
-        groups.setdefault(SWEEP_LABELS.get(arm, arm), []).append(
-            load_run(config.parent)
-        )
+    for arm, label in SWEEP_LABELS.items():  # the paper's α first: stable colours
+        configs = sorted(sweep_dir.glob(f"{arm}-s*/config.json"))
+        if configs:
+            groups[label] = [load_run(c.parent) for c in configs]
     if not groups:
         print(f"note: no sweep runs under {sweep_dir}; skipping its figure.")
         return
@@ -208,10 +201,7 @@ def measured_page(results: Path, path: Path) -> None:
             f"{cfg['num_prompts']} prompts × $G$ = {cfg['group_size']}, up to "
             f"{cfg['max_new_tokens']} new tokens; median seconds over {r['steps'] - 1} steps "
             "after a warm-up step (*step* is the median whole step, not the sum of the "
-            "column medians); peak resident memory of a fresh process per row. Peaks "
-            "vary by hundreds of MB between runs of the same arm (4-bit GRPO peaked at "
-            "2.9 GB in one run here and 3.7 GB in another), so the snapshot size, not "
-            "the difference of peaks, is SFPO's extra memory.", "",
+            "column medians); peak resident memory of a fresh process per row.", "",
             "| arm | generate | old log-probs | update (per pass) | step | peak MB |",
             "|---|---|---|---|---|---|",
         ]  # fmt: skip
@@ -229,7 +219,8 @@ def measured_page(results: Path, path: Path) -> None:
             lines.append(
                 f"- {'fp32' if quant == 'none' else quant}: an SFPO step costs "
                 f"{sm['sfpo_over_grpo_step_time']:.2f}× a GRPO step"
-                + (f" and {f['step_s'] / m['step_s']:.2f}× a GRPO×(K+1) step" if m else "")
+                + (f" and {sm['sfpo_over_grpo_multi_step_time']:.2f}× a GRPO×(K+1) step"
+                   if m else "")
                 + f"; its two snapshots of "
                 f"the trainable vector take {sm['sfpo_snapshot_mb']:.1f} MB, "
                 f"{100 * sm['sfpo_snapshot_mb'] / g['peak_rss_mb']:.2f}% of GRPO's peak "
