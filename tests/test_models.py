@@ -264,6 +264,38 @@ def test_describe_environment_reports_what_it_measured(offline_hub):
     assert info["bitsandbytes_4bit"].startswith("works")  # the CPU backend quantizes
     assert info["hub"].startswith("offline")
     assert "smollm2_package" in info and "smollm2_cache" in info
+    if info["device"] == "cpu":
+        assert "AMX" in info["cpu_features"] and "AVX512-BF16" in info["cpu_features"]
+        assert info["bitsandbytes_4bit_cpu_path"]
+
+
+AMX_CPU = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+AVX2_CPU = "flags\t\t: fpu sse avx2 fma\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (AMX_CPU, dict(avx512=True, avx512_bf16=True, amx=True, native_bf16=True)),
+        (AVX2_CPU, dict(avx512=False, avx512_bf16=False, amx=False, native_bf16=False)),
+        ("", dict(avx512=False, avx512_bf16=False, amx=False, native_bf16=False)),
+    ],
+)
+def test_cpu_features_are_read_from_the_flags(monkeypatch, cpuinfo, expected):
+    monkeypatch.setattr(models, "_read", lambda path: cpuinfo)
+    assert models.cpu_features() == expected
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "dtype"), [(AMX_CPU, "bfloat16"), (AVX2_CPU, "float32")]
+)
+def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(monkeypatch, cpuinfo, dtype):
+    monkeypatch.setattr(models, "_read", lambda path: cpuinfo)
+    cpu = torch.device("cpu")
+    assert models._resolve_dtype("auto", cpu, "smollm2-135m") == getattr(torch, dtype)
+    # the tiny test model stays fp32 on every CPU, so tests do not depend on the CPU
+    assert models._resolve_dtype("auto", cpu, "tiny") == torch.float32
+    assert models._resolve_dtype("float32", cpu, "smollm2-135m") == torch.float32
 
 
 # --- the real SmolLM2-135M-Instruct (slow) ---------------------------------------------
@@ -271,7 +303,7 @@ def test_describe_environment_reports_what_it_measured(offline_hub):
 
 @pytest.mark.slow
 def test_smollm2_fp32_generates_a_group(smollm2_dir):
-    policy = load_policy("smollm2-135m", lora=False)
+    policy = load_policy("smollm2-135m", lora=False, dtype="float32")
     assert policy.model.config.model_type == "llama"
     assert policy.tokenizer.eos_token == "<|im_end|>"
     batch = generate_rollouts(
