@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,20 +179,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def free_memory(device: torch.device) -> None:
+    """Collect garbage and hand cached CUDA blocks back, between measurements."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
 def reset_peak(device: torch.device) -> None:
+    """Start a new peak: ``torch.cuda.max_memory_allocated`` counts from here."""
     free_memory(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_mb(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset. CPU: the process's peak RSS."""
-    return peak_memory_mb(device)
 
 
 def timed_calls(
@@ -263,7 +261,7 @@ def rollout_batch(
     tokens = int(batch.completion_mask.sum())
     return batch, {
         "generate_s": generate_s,
-        "generate_peak_mb": peak_mb(device),
+        "generate_peak_mb": peak_memory_mb(device),
         "generate_tokens_per_s": tokens / generate_s,
         "batch_size": len(batch),
         "prompt_tokens": batch.prompt_ids.shape[1],
@@ -314,7 +312,7 @@ def measure_arm(
         "old_logps_s": t1 - t0,
         "update_s": t2 - t1,
         **stage_times(calls, t2),
-        "update_peak_mb": peak_mb(device),
+        "update_peak_mb": peak_memory_mb(device),
         "skipped": bool(metrics["update/skipped"]),
     }
     del optimizer
@@ -449,8 +447,9 @@ def run_grid(
                     cell, folder, cfg, device
                 )
             except Exception as err:  # report it and go on with the next cell
+                traceback.print_exc()
                 results[cell.name] = {"error": f"{type(err).__name__}: {err}"[:500]}
-                print(f"  error: {results[cell.name]['error']}", flush=True)
+            if "error" in results[cell.name]:  # freed once the traceback is gone
                 free_memory(device)
             cell_s = time.perf_counter() - t0
             timings[f"cell:{cell.name}"] = cell_s
