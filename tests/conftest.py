@@ -10,6 +10,8 @@ collapse: on 2 cores next to a busy process the model, rollout and log-prob test
 took 179 s with 2 threads and 4 s with 1, and the two SmolLM2 tests 94 s vs 8 s.
 Subprocesses started by tests inherit one thread too, so that a run in a child
 process reproduces a run in the test process to the last bit.
+
+Tests marked ``gpu`` are skipped, with the reason, when torch sees no CUDA GPU.
 """
 
 import importlib.util
@@ -25,6 +27,18 @@ from sfpo_edu.models import SMOLLM2_PIP_FIX, Policy, load_policy, smollm2_path
 
 torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"  # the same in subprocesses, so results match
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip every ``gpu``-marked test, saying why, when torch sees no CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs a CUDA GPU; torch {torch.__version__} sees none"
+    )
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
