@@ -87,6 +87,22 @@ def lookahead_sgd_step(
     return torch.lerp(theta, theta_0, 1.0 - alpha)
 
 
+def sfpo_points(
+    theta_0: Tensor,
+    grad_fn: Callable[[Tensor], Tensor],
+    lr: float,
+    num_fast_steps: int,
+    alpha: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """θ_K, θ̃ and θ_{s+1} of one SFPO update with plain SGD, each (2,)."""
+    theta_k = theta_0.clone()
+    for _ in range(num_fast_steps):  # 1. fast: K steps on the same batch
+        theta_k = theta_k - lr * grad_fn(theta_k)
+    theta_tilde = torch.lerp(theta_k, theta_0, 1.0 - alpha)  # 2. reposition
+    theta_next = theta_tilde - lr * grad_fn(theta_tilde)  # 3. slow, from θ̃, at θ̃
+    return theta_k, theta_tilde, theta_next
+
+
 # --- 03_the_llm_policy -----------------------------------------------------------------
 def per_token_logps(
     logits: Tensor, completion_ids: Tensor, temperature: float
@@ -238,6 +254,7 @@ SOLUTIONS: dict[str, Callable] = {
     "check_reposition": reposition,
     "check_sfpo_sgd_step": sfpo_sgd_step,
     "check_lookahead_sgd_step": lookahead_sgd_step,
+    "check_sfpo_points": sfpo_points,
     "check_per_token_logps": per_token_logps,
     "check_completion_mask": completion_mask,
     "check_last_number": last_number,
