@@ -33,7 +33,7 @@ How one cell (model, precision, dtype) is measured, with the library's own funct
    the same θ₀ and would sample the same batch, so it is generated once and shared.
 3. Per arm: LoRA weights reset to their initial values, a fresh optimizer
    (``sfpo.make_optimizer``), the peak-memory counter reset; then the old log-probs
-   (``logprobs.per_token_logps``, skipped by one-pass GRPO as in the trainer) and one
+   (``logprobs.per_token_logps``, only with several mini-batches, as in the trainer) and one
    ``sfpo.update`` with ``train.make_loss_fn``, each timed after a CUDA synchronise.
    The loss function is wrapped to time each pass (and SFPO's evaluation at θ_K).
 
@@ -67,7 +67,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_result  # noqa: E402
 
 from sfpo_edu.config import SFPOConfig  # noqa: E402
-from sfpo_edu.logprobs import per_token_logps  # noqa: E402
 from sfpo_edu.losses import group_advantages  # noqa: E402
 from sfpo_edu.models import (  # noqa: E402
     Policy,
@@ -79,7 +78,12 @@ from sfpo_edu.params import restore_, snapshot, trainable_params  # noqa: E402
 from sfpo_edu.rollouts import RolloutBatch, generate_rollouts  # noqa: E402
 from sfpo_edu.sfpo import LossFn, StopRule, make_optimizer, split_batch, update  # noqa: E402
 from sfpo_edu.tasks import load_task  # noqa: E402
-from sfpo_edu.train import load_policy_for, make_loss_fn, peak_memory_mb  # noqa: E402
+from sfpo_edu.train import (  # noqa: E402
+    fill_reference_logps,
+    load_policy_for,
+    make_loss_fn,
+    peak_memory_mb,
+)
 
 CONFIGS = Path(__file__).resolve().parent / "model_configs"
 # model shape (a folder in bench/model_configs) -> its hub name, for the HF cache
@@ -295,11 +299,7 @@ def measure_arm(
     reset_peak(device)
     synchronize(device)
     t0 = time.perf_counter()
-    if cfg.algo != "grpo":  # one-pass GRPO reads old = current, as in the trainer
-        with torch.no_grad():
-            batch.old_per_token_logps, _ = per_token_logps(
-                policy.model, batch, temperature=cfg.temperature
-            )  # (B, T) at θ₀
+    fill_reference_logps(policy.model, batch, cfg)  # as the trainer: usually none
     synchronize(device)
     t1 = time.perf_counter()
     loss_fn, calls = timed_calls(make_loss_fn(policy.model, cfg), device)

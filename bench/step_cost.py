@@ -6,7 +6,7 @@
 For each (algorithm, quantization), with algorithm GRPO, GRPO×(K+1) (the same K+1
 passes as SFPO, without the reposition) and SFPO, it loads a fresh policy, then times
 a few outer steps piece by piece with the library's own functions: ``generate_rollouts``, the
-old log-prob forward (``per_token_logps`` without grad) and ``sfpo.update`` (all
+old log-prob forward (``fill_reference_logps``: none with one mini-batch) and ``sfpo.update`` (all
 passes). It also reports peak memory, trainable parameters and the bytes SFPO adds:
 two fp32 snapshots of the trainable vector (θ₀ and θ_K). Prints a table and writes
 ``bench/results/step_cost.json``.
@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from sfpo_edu.config import SFPOConfig  # noqa: E402
-from sfpo_edu.logprobs import per_token_logps  # noqa: E402
 from sfpo_edu.losses import group_advantages  # noqa: E402
 from sfpo_edu.models import trainable_parameter_count  # noqa: E402
 from sfpo_edu.params import trainable_params  # noqa: E402
@@ -37,7 +36,7 @@ from sfpo_edu.rewards import score_completions  # noqa: E402
 from sfpo_edu.rollouts import generate_rollouts  # noqa: E402
 from sfpo_edu.sfpo import StopRule, make_optimizer, update  # noqa: E402
 from sfpo_edu.tasks import load_task  # noqa: E402
-from sfpo_edu.train import load_policy_for, make_loss_fn  # noqa: E402
+from sfpo_edu.train import fill_reference_logps, load_policy_for, make_loss_fn  # noqa: E402
 
 
 def measure(cfg: SFPOConfig, steps: int) -> dict[str, float]:
@@ -60,11 +59,7 @@ def measure(cfg: SFPOConfig, steps: int) -> dict[str, float]:
         rewards, _ = score_completions(batch.completions, answers, cfg.reward_scheme)
         batch.advantages, _ = group_advantages(torch.tensor(rewards), cfg.group_size)
         t2 = time.perf_counter()
-        if cfg.algo != "grpo":  # one-pass GRPO needs no separate old-log-prob forward
-            with torch.no_grad():
-                batch.old_per_token_logps, _ = per_token_logps(
-                    policy.model, batch, temperature=cfg.temperature
-                )
+        fill_reference_logps(policy.model, batch, cfg)  # as the trainer does
         t3 = time.perf_counter()
         update(params, optimizer, batch, loss_fn, cfg, stop_rule, step)
         t4 = time.perf_counter()

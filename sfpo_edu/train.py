@@ -23,9 +23,12 @@ steps after the checkpoint exactly and writes each step once.
 
 Where this departs from the paper's setup (all for a CPU-sized demo):
 1. LoRA adapters are the trainable parameters; the base model is frozen.
-2. Plain GRPO with one pass and one mini-batch skips the separate old-log-prob
-   forward: at θ₀ the ratio is exactly 1, so old = current (detached) is the same
-   loss and gradient. Every multi-pass algorithm uses the stored θ₀ log-probs.
+2. No separate old-log-prob forward with one mini-batch: the first pass of every
+   algorithm runs at θ₀, so its log-probs (detached) *are* the old log-probs; the
+   loss keeps them in the batch and every later pass reuses them unchanged (the
+   clip band stays centred on θ₀). Same loss and gradients, one forward fewer.
+   With several mini-batches the second one is taken after a step, so the old
+   log-probs are computed up front, without grad.
 3. The KL reference (β > 0) is the base model with the adapter switched off.
 """
 
@@ -81,10 +84,11 @@ def make_loss_fn(model: torch.nn.Module, cfg: SFPOConfig) -> LossFn:
         logps, entropy = per_token_logps(
             model, batch, temperature=cfg.temperature, with_entropy=True
         )  # (B, T), (B, T)
-        old = batch.old_per_token_logps
+        if batch.old_per_token_logps is None:  # the first pass: we are at θ₀
+            batch.old_per_token_logps = logps.detach()  # (B, T), kept for every pass
         return grpo_loss(
             logps,
-            logps.detach() if old is None else old,  # None only for 1-pass GRPO
+            batch.old_per_token_logps,
             batch.advantages,
             batch.completion_mask,
             clip_eps=cfg.clip_eps,
@@ -97,6 +101,27 @@ def make_loss_fn(model: torch.nn.Module, cfg: SFPOConfig) -> LossFn:
         )
 
     return loss_fn
+
+
+@torch.no_grad()
+def fill_reference_logps(
+    model: torch.nn.Module, batch: RolloutBatch, cfg: SFPOConfig
+) -> None:
+    """The no-grad forwards a batch needs before its update, at θ₀.
+
+    ``old_per_token_logps`` only with several mini-batches (with one, the first pass
+    provides them: see ``make_loss_fn``); ``ref_per_token_logps`` from the base model
+    (adapter off) when ``kl_coef`` > 0.
+    """
+    if cfg.num_minibatches > 1:
+        batch.old_per_token_logps, _ = per_token_logps(
+            model, batch, temperature=cfg.temperature
+        )  # (B, T) at θ₀, once: every pass reuses them
+    if cfg.kl_coef > 0:
+        with model.disable_adapter():  # π_ref = the base model
+            batch.ref_per_token_logps, _ = per_token_logps(
+                model, batch, temperature=cfg.temperature
+            )  # (B, T)
 
 
 def evaluate_accuracy(
@@ -226,17 +251,7 @@ class Trainer:
             batch.rewards, cfg.group_size, cfg.scale_rewards
         )
         batch.advantages = batch.advantages.to(self.policy.device)
-        model = self.policy.model
-        with torch.no_grad():
-            if cfg.algo != "grpo" or cfg.num_minibatches > 1:
-                batch.old_per_token_logps, _ = per_token_logps(
-                    model, batch, temperature=cfg.temperature
-                )  # (B, T) at θ₀, once: every pass below reuses them
-            if cfg.kl_coef > 0:
-                with model.disable_adapter():  # π_ref = the base model
-                    batch.ref_per_token_logps, _ = per_token_logps(
-                        model, batch, temperature=cfg.temperature
-                    )
+        fill_reference_logps(self.policy.model, batch, cfg)
         lengths = batch.completion_mask.sum(1).float()
         stats = reward_stats | adv_stats | {
             "completions/mean_length": lengths.mean().item(),

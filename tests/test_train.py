@@ -13,10 +13,11 @@ import torch
 
 from sfpo_edu.cli import main
 from sfpo_edu.config import SFPOConfig
+from sfpo_edu.logprobs import per_token_logps
 from sfpo_edu.metrics import load_run
 from sfpo_edu.models import load_policy
 from sfpo_edu.params import trainable_params
-from sfpo_edu.sfpo import make_optimizer, sfpo_update
+from sfpo_edu.sfpo import make_optimizer, sfpo_update, update
 from sfpo_edu.toy import ToyBandit, toy_config
 from sfpo_edu.train import Trainer, load_checkpoint, make_loss_fn
 
@@ -245,3 +246,53 @@ def test_ctrl_c_in_compare_stops_the_whole_comparison(
     assert "sfpo-edu train --resume" in capsys.readouterr().err
     assert (out / "grpo" / "latest").exists()  # the stopped arm kept a checkpoint
     assert not (out / "grpo_multi").exists()  # and no other arm started
+
+
+@pytest.mark.parametrize(
+    ("algo", "num_minibatches"),
+    [("sfpo", 1), ("grpo_multi", 1), ("grpo", 1), ("sfpo", 2)],
+)
+def test_old_logps_from_the_first_pass_give_the_same_update_bit_for_bit(
+    algo, num_minibatches, digit_task, tmp_path
+):
+    """The first pass runs at θ₀, so taking the old log-probs from it (no separate
+    no-grad forward) gives the same parameters, in fp32, as computing them first."""
+    cfg = tiny_cfg(digit_task, algo=algo, num_minibatches=num_minibatches,
+                   num_steps=1, eval_every=0)  # fmt: skip
+    results = []
+    for separate_forward in (True, False):
+        trainer = Trainer(cfg, tmp_path / f"{separate_forward}", progress=False)
+        batch, _, _ = trainer.rollout(0)
+        if separate_forward:
+            with torch.no_grad():
+                batch.old_per_token_logps, _ = per_token_logps(
+                    trainer.policy.model, batch, temperature=cfg.temperature
+                )
+        elif num_minibatches == 1:
+            assert batch.old_per_token_logps is None  # the first pass fills them
+        metrics = update(trainer.params, trainer.optimizer, batch, trainer.loss_fn,
+                         cfg, trainer.stop_rule, 0)  # fmt: skip
+        assert metrics["update/skipped"] == 0
+        results.append(([p.detach().clone() for p in trainer.params], batch))
+    (params_a, batch_a), (params_b, batch_b) = results
+    assert torch.equal(batch_a.old_per_token_logps, batch_b.old_per_token_logps)
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
+
+
+def test_the_first_pass_fills_the_old_logps_once(digit_task, tmp_path):
+    """Later passes must read θ₀'s stored log-probs, never their own (the trap of
+    setting old = current at every pass, which removes clipping against θ₀)."""
+    cfg = tiny_cfg(digit_task, num_steps=1, eval_every=0)
+    trainer = Trainer(cfg, tmp_path / "r", progress=False)
+    batch, _, _ = trainer.rollout(0)
+    seen = []
+
+    def loss_fn(b):
+        loss, stats = trainer.loss_fn(b)
+        seen.append((b.old_per_token_logps, stats["clip_frac"]))
+        return loss, stats
+
+    update(trainer.params, trainer.optimizer, batch, loss_fn, cfg, trainer.stop_rule, 0)
+    first = seen[0][0]
+    assert all(old is first for old, _ in seen)  # one tensor, stored once
+    assert seen[-1][1] > 0 or seen[-2][1] > 0  # passes after θ₀ can clip against it
