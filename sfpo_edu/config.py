@@ -244,7 +244,9 @@ class SFPOConfig:
         if self.num_steps > MAX_STEPS:
             raise bad("num_steps", f"must be <= {MAX_STEPS:,}", "use e.g. 30-1000")
         if self.num_eval_prompts > MAX_EVAL_PROMPTS:
-            raise bad("num_eval_prompts", f"must be <= {MAX_EVAL_PROMPTS:,}", "use 32-512")
+            raise bad(
+                "num_eval_prompts", f"must be <= {MAX_EVAL_PROMPTS:,}", "use 32-512"
+            )
         if self.num_steps * self.num_prompts > MAX_TRAIN_PROBLEMS:
             raise ValueError(
                 f"num_steps × num_prompts = {self.num_steps} × {self.num_prompts} "
