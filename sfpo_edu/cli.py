@@ -297,7 +297,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run)
     if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json).")
+        raise FileNotFoundError(
+            f"{run_dir} is not a run folder (no config.json). Fix: pass a folder "
+            "written by `sfpo-edu train`, e.g. runs/<name>."
+        )
     cfg = SFPOConfig.from_dict(read_json(run_dir / "config.json", CONFIG_FIX))
     policy = load_policy_for(cfg)
     state = load_checkpoint(run_dir, policy)
