@@ -142,11 +142,12 @@ def check_prompt_lengths(
     policy: Policy, problems: list[Problem], cfg: SFPOConfig
 ) -> None:
     """Raise if a prompt (chat template included) plus ``max_new_tokens`` does not
-    fit the model's context: such a prompt would make generation fail or crawl."""
+    fit the model's context: such a prompt would make generation fail or crawl.
+    Only the 1,000 longest prompts (in characters) are tokenized, to stay quick."""
     context = getattr(policy.model.config, "max_position_embeddings", None)
     if context is None or not problems:
         return
-    prompts = list(dict.fromkeys(p.prompt for p in problems))  # unique, in order
+    prompts = sorted({p.prompt for p in problems}, key=len)[-1000:]
     _, mask = encode_prompts(policy, prompts, cfg.system_prompt)  # (N, P)
     lengths = mask.sum(1)  # (N,)
     worst = int(lengths.argmax())
@@ -461,9 +462,9 @@ class Trainer:
         shutil.rmtree(folder, ignore_errors=True)  # not named in `latest`
         tmp.rename(folder)
         atomic_write_text(self.run_dir / "latest", folder.name)
-        older = [c for c in _checkpoints(self.run_dir) if _step_of(c) < self.step]
+        previous = [c for c in _checkpoints(self.run_dir) if _step_of(c) < self.step]
         for old in _checkpoints(self.run_dir):
-            if old != folder and old not in older[-1:]:
+            if old != folder and old not in previous[-1:]:
                 shutil.rmtree(old, ignore_errors=True)
         return folder
 
@@ -562,11 +563,12 @@ def _read_state(folder: Path) -> dict[str, Any]:
     path = folder / "state.json"
     try:
         state = json.loads(path.read_text())
-        return {k: state[k] for k in ("next_step", "rollouts_total", "stop_rule")} | {
-            k: v for k, v in state.items() if k == "config"
-        }
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError) as err:  # missing, not UTF-8 or not JSON
         raise _damaged(path, f"{type(err).__name__}: {err}") from None
+    needed = {"next_step", "rollouts_total", "stop_rule"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise _damaged(path, f"it lacks one of {sorted(needed)}")
+    return state
 
 
 def _check_tensors(path: Path, tensors: dict[str, Tensor], shapes: dict) -> None:
@@ -607,16 +609,15 @@ def load_checkpoint_folder(
             saved = torch.load(path, weights_only=True)
         except Exception as err:  # truncated, garbled or missing: any failure to read
             raise _damaged(path, f"{type(err).__name__}: {err}") from None
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        for i, slots in saved.get("state", {}).items():
-            if not 0 <= i < len(params):
-                raise _damaged(path, f"state for parameter {i} of {len(params)}")
-            shapes = {k: params[i].shape for k, v in slots.items() if v.ndim}
-            _check_tensors(path, {k: v for k, v in slots.items()}, shapes)
         try:
-            optimizer.load_state_dict(saved)
-        except (ValueError, KeyError, TypeError) as err:
+            optimizer.load_state_dict(saved)  # checks the number of parameters
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise _damaged(path, f"{type(err).__name__}: {err}") from None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for i, slots in saved["state"].items():  # e.g. AdamW's exp_avg, exp_avg_sq
+            tensors = {k: v for k, v in slots.items() if isinstance(v, Tensor)}
+            shapes = {k: params[i].shape for k, v in tensors.items() if v.ndim}
+            _check_tensors(path, tensors, shapes)
     restore_([p for _, p in named], [weights[n] for n, _ in named])
     return state
 
