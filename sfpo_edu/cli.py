@@ -132,10 +132,11 @@ def resumed_config(run_dir: Path, given: dict[str, Any]) -> SFPOConfig:
     fixed = {k: v for k, v in changed.items() if k not in RESUMABLE}
     if fixed:
         was = {k: getattr(saved, k) for k in fixed}
+        may = ", ".join(f"--{k.replace('_', '-')}" for k in RESUMABLE if k != "extra")
         raise ValueError(
             f"cannot resume {run_dir} with {_flags(fixed)}: it was trained with "
-            f"{_flags(was)}. Only --num-steps, --eval-every and --save-every may "
-            "change on resume. Fix: drop those flags, or start a new run (--name)."
+            f"{_flags(was)}. Only {may} may change on resume. Fix: drop those "
+            "flags, or start a new run (--name)."
         )
     return saved.replace(**changed)
 
@@ -144,11 +145,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sfpo_edu.train import Trainer
 
     if args.resume:
+        if args.name or args.output_dir:
+            raise ValueError(
+                "--resume takes the run folder itself. Fix: drop --name and "
+                "--output-dir (e.g. sfpo-edu train --resume runs/my-run)."
+            )
         run_dir = Path(args.resume)
         cfg = resumed_config(run_dir, given_config(args))
     else:
         cfg = config_from_args(args)
-        run_dir = Path(args.output_dir) / (args.name or cfg.algo)
+        run_dir = Path(args.output_dir or "runs") / (args.name or cfg.algo)
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
     trainer.train()
     if trainer.interrupted:
@@ -341,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run (GRPO, GRPO×(K+1) or SFPO)")
     train.add_argument("--name", help="run folder name (default: the algo)")
-    train.add_argument("--output-dir", default="runs", help="where run folders go")
+    train.add_argument("--output-dir", help="where run folders go [default: runs]")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder")
     add_config_args(train, SFPOConfig())
     train.set_defaults(func=cmd_train)

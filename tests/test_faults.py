@@ -210,7 +210,9 @@ def test_resume_flags_that_may_not_change_are_an_error_listing_them(run, capsys)
     assert main(["train", "--resume", str(run), "--lr", "0.5", "--seed", "3"]) == 2
     err = capsys.readouterr().err
     assert "with --lr 0.5, --seed 3: it was trained with --lr 0.05, --seed 1" in err
-    assert "Only --num-steps, --eval-every and --save-every may change" in err
+    assert "Only --num-steps, --eval-every, --save-every may change" in err
+    assert main(["train", "--resume", str(run), "--name", "other"]) == 2
+    assert "--resume takes the run folder itself" in capsys.readouterr().err
     assert [r["step"] for r in load_run(run).metrics] == [0, 1, 2]  # untouched
 
 
