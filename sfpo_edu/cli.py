@@ -4,11 +4,15 @@
     sfpo-edu compare --quick --output-dir /tmp/q     # a 2-minute preset
     sfpo-edu train --algo sfpo --alpha 0.5 --name my-run
     sfpo-edu train --resume runs/my-run             # continue an interrupted run
+    sfpo-edu train --resume runs/my-run --num-steps 60   # ... or extend it
+    sfpo-edu compare --resume runs/compare-…        # finish an interrupted comparison
     sfpo-edu eval runs/my-run                       # held-out accuracy of a checkpoint
     sfpo-edu toy                      # the exact toy: GRPO, GRPO×(K+1), Lookahead, SFPO
     sfpo-edu doctor                   # versions, device, 4-bit, offline models
 
-``--help`` on a subcommand lists the fields with their documentation.
+``--help`` on a subcommand lists the fields with their documentation. Errors a user
+can cause (bad settings, files, folders) print one line and exit with status 2; Ctrl-C
+saves a checkpoint, prints the command that continues, and exits with status 130.
 """
 
 from __future__ import annotations
@@ -43,7 +47,12 @@ def _optional(kind: type):
 
 
 def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> None:
-    """One flag per SFPOConfig field (``--num-fast-steps`` for ``num_fast_steps``)."""
+    """One flag per SFPOConfig field (``--num-fast-steps`` for ``num_fast_steps``).
+
+    A flag the user does not give is left out of the parsed namespace (so ``--resume``
+    can tell given flags from defaults); ``config_from_args`` fills in ``defaults``.
+    """
+    parser.set_defaults(config_defaults=defaults)
     docs = field_docs()
     group = parser.add_argument_group("run configuration (SFPOConfig fields)")
     for f in dataclasses.fields(SFPOConfig):
@@ -62,15 +71,28 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> No
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             type=parse,
-            default=default,
+            default=argparse.SUPPRESS,
             metavar=base.upper(),
             help=f"{docs.get(f.name, '')} [default: {default}]".replace("%", "%%"),
         )
 
 
+def given_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The SFPOConfig fields whose flags the user gave, with their values."""
+    return {
+        f.name: vars(args)[f.name]
+        for f in dataclasses.fields(SFPOConfig)
+        if f.name in vars(args)
+    }
+
+
 def config_from_args(args: argparse.Namespace) -> SFPOConfig:
-    names = {f.name for f in dataclasses.fields(SFPOConfig)} - {"extra"}
-    return SFPOConfig(**{n: getattr(args, n) for n in names})
+    """The subcommand's default config with the given flags applied."""
+    return args.config_defaults.replace(**given_config(args))
+
+
+def _flags(fields: dict[str, Any]) -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in fields.items())
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
@@ -94,17 +116,52 @@ QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
              eval_every=2, num_eval_prompts=8, save_every=0)  # fmt: skip
 
 
+def resumed_config(run_dir: Path, given: dict[str, Any]) -> SFPOConfig:
+    """The run's saved config with the given flags applied; only ``RESUMABLE``
+    fields (e.g. ``--num-steps`` to extend the run) may differ from it."""
+    from sfpo_edu.metrics import CONFIG_FIX, read_json
+    from sfpo_edu.train import RESUMABLE
+
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(
+            f"{run_dir} is not a run folder (no config.json). Fix: pass a folder "
+            "written by `sfpo-edu train`, e.g. runs/<name>."
+        )
+    saved = SFPOConfig.from_dict(read_json(run_dir / "config.json", CONFIG_FIX))
+    changed = {k: v for k, v in given.items() if getattr(saved, k) != v}
+    fixed = {k: v for k, v in changed.items() if k not in RESUMABLE}
+    if fixed:
+        was = {k: getattr(saved, k) for k in fixed}
+        may = ", ".join(f"--{k.replace('_', '-')}" for k in RESUMABLE if k != "extra")
+        raise ValueError(
+            f"cannot resume {run_dir} with {_flags(fixed)}: it was trained with "
+            f"{_flags(was)}. Only {may} may change on resume. Fix: drop those "
+            "flags, or start a new run (--name)."
+        )
+    return saved.replace(**changed)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from sfpo_edu.train import Trainer
 
     if args.resume:
+        if args.name or args.output_dir:
+            raise ValueError(
+                "--resume takes the run folder itself. Fix: drop --name and "
+                "--output-dir (e.g. sfpo-edu train --resume runs/my-run)."
+            )
         run_dir = Path(args.resume)
-        saved = json.loads((run_dir / "config.json").read_text())
-        cfg = SFPOConfig.from_dict(saved)
+        cfg = resumed_config(run_dir, given_config(args))
     else:
         cfg = config_from_args(args)
-        run_dir = Path(args.output_dir) / (args.name or cfg.algo)
-    Trainer(cfg, run_dir, resume=bool(args.resume)).train()
+        run_dir = Path(args.output_dir or "runs") / (args.name or cfg.algo)
+    trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
+    trainer.train()
+    if trainer.interrupted:
+        print(f"Stopped at step {trainer.step} of {cfg.num_steps} with a checkpoint "
+              f"in {run_dir}. Continue with: sfpo-edu train --resume {run_dir}",
+              file=sys.stderr)  # fmt: skip
+        return 130
     print(f"Run written to {run_dir}")
     return 0
 
@@ -114,37 +171,67 @@ def compare(
     output_dir: str | Path,
     algos: Sequence[str] = ("grpo", "grpo_multi", "sfpo"),
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train each algorithm from the same initial weights, seed and prompts; write
-    each run under ``output_dir/<algo>``, a figure and a table. Returns the runs."""
+    each run under ``output_dir/<algo>``, a figure and a table. Returns the runs.
+
+    ``output_dir/compare.json`` records the config, the arms and the arms done.
+    ``resume=True`` finishes an interrupted comparison (same ``cfg`` and ``algos``):
+    finished arms are kept, the stopped arm continues from its checkpoint, the
+    remaining arms run. Each arm's ``extra.wall_s`` sums its time over sessions."""
     import gc
 
-    from sfpo_edu.metrics import atomic_write_text, load_run
+    from sfpo_edu.metrics import CONFIG_FIX, atomic_write_text, load_run, read_json
     from sfpo_edu.train import Trainer
 
     output_dir = Path(output_dir)
-    runs = {}
-    for algo in algos:
-        start = time.perf_counter()
-        run_dir = output_dir / algo
-        if (run_dir / "metrics.jsonl").exists():
-            raise FileExistsError(
-                f"{run_dir} already holds a run. Fix: pass another --output-dir or "
-                "delete that folder."
+    plan_path = output_dir / "compare.json"
+    plan = {"config": cfg.to_dict(), "algos": list(algos), "done": []}
+    if resume:
+        saved = read_json(plan_path, "resume each arm with `sfpo-edu train --resume "
+                          f"{output_dir}/<arm>`, or start a new comparison.")  # fmt: skip
+        if saved["config"] != plan["config"] or saved["algos"] != plan["algos"]:
+            raise ValueError(
+                f"{plan_path} holds another comparison. Fix: resume it with its own "
+                f"settings (`sfpo-edu compare --resume {output_dir}`)."
             )
-        trainer = Trainer(cfg.replace(algo=algo), run_dir, progress=progress)
+        plan = saved
+    else:
+        arms = [output_dir / algo / "metrics.jsonl" for algo in algos]
+        if plan_path.exists() or any(arm.exists() for arm in arms):
+            raise FileExistsError(
+                f"{output_dir} already holds a comparison. Fix: `sfpo-edu compare "
+                f"--resume {output_dir}` finishes it; or pass another --output-dir."
+            )
+        atomic_write_text(plan_path, json.dumps(plan, indent=2))
+    runs = {}
+    for i, algo in enumerate(algos):
+        run_dir = output_dir / algo
+        if algo in plan["done"]:
+            runs[algo] = load_run(run_dir)
+            continue
+        start = time.perf_counter()
+        started = (run_dir / "metrics.jsonl").exists()
+        config = read_json(run_dir / "config.json", CONFIG_FIX) if started else {}
+        before = config.get("extra", {}).get("wall_s", 0)  # earlier sessions
+        trainer = Trainer(
+            cfg.replace(algo=algo), run_dir, resume=started, progress=progress
+        )
         trainer.train()
+        config = read_json(run_dir / "config.json", CONFIG_FIX)
+        config["extra"] |= {"wall_s": before + time.perf_counter() - start}
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
         if trainer.interrupted:  # Ctrl-C stops the whole comparison, not one arm
-            print(f"{algo} stopped at step {trainer.step} with a checkpoint in "
-                  f"{run_dir}; continue that arm with `sfpo-edu train --resume "
-                  f"{run_dir}`.", file=sys.stderr)  # fmt: skip
+            left = ", ".join(algos[i + 1 :]) or "no other arm"
+            print(f"{algo} stopped at step {trainer.step} of {cfg.num_steps} with a "
+                  f"checkpoint in {run_dir}. Finish the comparison ({algo}, then "
+                  f"{left}) with: sfpo-edu compare --resume {output_dir}",
+                  file=sys.stderr)  # fmt: skip
             raise KeyboardInterrupt
         gc.collect()
-        config = json.loads((run_dir / "config.json").read_text())
-        config["extra"] = config.get("extra", {}) | {
-            "wall_s": time.perf_counter() - start
-        }
-        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+        plan["done"].append(algo)
+        atomic_write_text(plan_path, json.dumps(plan, indent=2))
         runs[algo] = load_run(run_dir)
     table = comparison_table(runs)
     (output_dir / "comparison.txt").write_text(table + "\n")
@@ -183,24 +270,44 @@ def _comparison_figure(runs: dict[str, Any], path: Path) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.resume:  # the settings come from compare.json
+        from sfpo_edu.metrics import read_json
+
+        given = given_config(args) | {"quick": args.quick or None, "algos": args.algos}
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            raise ValueError(
+                f"compare --resume takes no run settings (got {_flags(given)}): "
+                f"they come from {args.resume}/compare.json. Fix: drop them."
+            )
+        output_dir = Path(args.resume)
+        plan = read_json(output_dir / "compare.json", "pass a folder written by "
+                         "`sfpo-edu compare`, or start a new comparison.")  # fmt: skip
+        cfg = SFPOConfig.from_dict(plan["config"])
+        compare(cfg, output_dir, algos=plan["algos"], resume=True)
+        return 0
     cfg = config_from_args(args)
     if args.quick:
         cfg = cfg.replace(**QUICK)
     output_dir = Path(args.output_dir)
     if args.output_dir == "runs":
         output_dir = output_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    compare(cfg, output_dir, algos=args.algos)
+    compare(cfg, output_dir, algos=args.algos or ["grpo", "grpo_multi", "sfpo"])
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from sfpo_edu.metrics import CONFIG_FIX, read_json
     from sfpo_edu.tasks import load_task
     from sfpo_edu.train import evaluate_accuracy, load_checkpoint, load_policy_for
 
     run_dir = Path(args.run)
     if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json).")
-    cfg = SFPOConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        raise FileNotFoundError(
+            f"{run_dir} is not a run folder (no config.json). Fix: pass a folder "
+            "written by `sfpo-edu train`, e.g. runs/<name>."
+        )
+    cfg = SFPOConfig.from_dict(read_json(run_dir / "config.json", CONFIG_FIX))
     policy = load_policy_for(cfg)
     state = load_checkpoint(run_dir, policy)
     step = 0 if state is None else state["next_step"]
@@ -240,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run (GRPO, GRPO×(K+1) or SFPO)")
     train.add_argument("--name", help="run folder name (default: the algo)")
-    train.add_argument("--output-dir", default="runs", help="where run folders go")
+    train.add_argument("--output-dir", help="where run folders go [default: runs]")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder")
     add_config_args(train, SFPOConfig())
     train.set_defaults(func=cmd_train)
@@ -250,7 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--output-dir", default="runs", help="folder for the runs")
     comp.add_argument("--quick", action="store_true", help="a ~2-minute preset")
-    comp.add_argument("--algos", nargs="+", default=["grpo", "grpo_multi", "sfpo"])
+    comp.add_argument(
+        "--algos", nargs="+", help="arms to train [default: grpo grpo_multi sfpo]"
+    )
+    comp.add_argument(
+        "--resume", metavar="DIR", help="finish the interrupted comparison in DIR"
+    )
     add_config_args(comp, DEMO)
     comp.set_defaults(func=cmd_compare)
 
@@ -269,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        # invalid configuration or paths: one clear line, no traceback
+    except (ValueError, OSError, ImportError) as err:
+        # settings, files, folders, missing packages, no network: one clear line
         print(f"sfpo-edu: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

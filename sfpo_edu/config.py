@@ -28,6 +28,10 @@ STOP_RULES = ("rise", "abs", "step", "never")
 OPTIMIZERS = ("adamw", "sgd")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 REWARD_SCHEMES = ("binary", "reference")
+MAX_SEED = 2**32 - 1  # seeds become torch/NumPy seeds (seed × 1,000,003 + step)
+MAX_STEPS = 100_000
+MAX_TRAIN_PROBLEMS = 1_000_000  # num_steps × num_prompts: built before step 0
+MAX_EVAL_PROMPTS = 100_000
 
 
 @dataclass
@@ -164,14 +168,15 @@ class SFPOConfig:
 
     # --- training loop ---------------------------------------------------------------
     num_steps: int = 30
-    """Outer steps s (one rollout batch each). Range ≥ 1."""
+    """Outer steps s (one rollout batch each). Range 1-100,000, and num_steps ×
+    num_prompts ≤ 1,000,000 (the training problems are built before step 0)."""
 
     eval_every: int = 10
     """Held-out greedy accuracy every this many steps (and at the start and the end);
     0 disables."""
 
     num_eval_prompts: int = 32
-    """Held-out prompts per evaluation."""
+    """Held-out prompts per evaluation. Range 1-100,000."""
 
     save_every: int = 5
     """Checkpoint every this many steps (and at the end); 0 saves only at the end."""
@@ -188,7 +193,8 @@ class SFPOConfig:
     ``kl/theta_k`` metric."""
 
     seed: int = 0
-    """Seed for the model init, prompt order, sampling and the optimizer."""
+    """Seed for the model init, prompt order, sampling and the optimizer.
+    Range 0 to 2³² − 1."""
 
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes stored with the run (never read by the algorithm)."""
@@ -233,6 +239,20 @@ class SFPOConfig:
         integer("lora_alpha", 1)
         integer("group_size", 2)
         integer("stop_window", 2)
+        if self.seed > MAX_SEED:
+            raise bad("seed", f"must be <= {MAX_SEED} (2**32 - 1)", "use e.g. 0-9999")
+        if self.num_steps > MAX_STEPS:
+            raise bad("num_steps", f"must be <= {MAX_STEPS:,}", "use e.g. 30-1000")
+        if self.num_eval_prompts > MAX_EVAL_PROMPTS:
+            raise bad(
+                "num_eval_prompts", f"must be <= {MAX_EVAL_PROMPTS:,}", "use 32-512"
+            )
+        if self.num_steps * self.num_prompts > MAX_TRAIN_PROBLEMS:
+            raise ValueError(
+                f"num_steps × num_prompts = {self.num_steps} × {self.num_prompts} "
+                f"training problems is more than {MAX_TRAIN_PROBLEMS:,}, all built "
+                "before step 0. Fix: lower num_steps or num_prompts."
+            )
         if self.num_fast_steps > 64:
             raise bad("num_fast_steps", "must be <= 64", "K = 1-8 is the useful range")
         at_least("alpha", 0.0)

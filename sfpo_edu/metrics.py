@@ -11,6 +11,10 @@ Every metrics line is one flat dict with namespaced keys (``reward/…``, ``fast
 ``slow/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced on its own,
 so a run killed at any moment leaves whole lines only (a torn last line is ignored on
 load and cut off on resume). ``config.json`` is replaced atomically.
+
+While a process writes a run folder it holds ``<run>/.lock`` (``lock_run_dir``): an
+OS file lock plus the writer's PID, so a second writer gets a clear error, and the
+lock of a killed process is stale and simply taken over.
 """
 
 from __future__ import annotations
@@ -18,10 +22,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+CONFIG_FIX = (
+    "restore it (it holds the run's SFPOConfig fields; each checkpoint-*/state.json "
+    "keeps a copy under 'config'), or start a new run."
+)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -38,6 +49,79 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON in ``path``; a missing or garbled file is an error naming it and
+    ``fix`` (a sentence saying what to do)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing. Fix: {fix}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is damaged (not valid JSON: {err}). Fix: {fix}"
+        ) from None
+
+
+_held_locks: dict[Path, Any] = {}  # run folders this process holds → open .lock file
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> None:
+    """Create ``run_dir`` if needed and lock it for this process until
+    ``unlock_run_dir`` (or the process ends: the OS drops the lock of a dead process,
+    so a killed run's lock is taken over, with a warning naming its PID).
+
+    Raises ``BlockingIOError`` naming the writer's PID when another process holds
+    it, and ``PermissionError`` when the folder cannot be written. Locking twice in
+    one process is a no-op. (Not on Windows, which has no ``fcntl``.)
+    """
+    run_dir = Path(run_dir)
+    path = (run_dir / ".lock").resolve()
+    if path in _held_locks or sys.platform == "win32":
+        return
+    import fcntl
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")  # noqa: SIM115 (kept open while the lock is held)
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write the run folder {run_dir} ({err.strerror or err}). "
+            "Fix: choose a writable folder (--output-dir or --name)."
+        ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise BlockingIOError(
+            f"{run_dir} is being written by another process (PID {pid}). Fix: wait "
+            f"for it to finish or stop it (kill {pid}), then resume; or use another "
+            "run folder."
+        ) from None
+    f.seek(0)
+    stale = f.read().strip()
+    if stale and stale != str(os.getpid()):
+        warnings.warn(
+            f"{run_dir}: process {stale} stopped without releasing its lock (killed?); "
+            "taking it over.",
+            stacklevel=2,
+        )
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks[path] = f
+
+
+def unlock_run_dir(run_dir: str | os.PathLike) -> None:
+    """Release this process's lock on ``run_dir`` (if it holds one)."""
+    f = _held_locks.pop((Path(run_dir) / ".lock").resolve(), None)
+    if f is not None:
+        f.truncate(0)  # an empty .lock: released cleanly, not stale
+        f.close()
 
 
 def _clean(value: Any) -> Any:
@@ -173,7 +257,7 @@ def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
         )
     return Run(
         path=path,
-        config=json.loads(config_path.read_text()),
+        config=read_json(config_path, CONFIG_FIX),
         metrics=_read_jsonl(path / "metrics.jsonl"),
         samples=_read_jsonl(path / "samples.jsonl") if samples else [],
     )

@@ -33,8 +33,11 @@ threads behind a lock) with its own timeouts switched off. The caller waits at m
 ``timeout_s`` for the reply; past that the helper is killed (this stops anything,
 C code and runaway memory included), the answer counts as wrong, and the next call
 starts a fresh helper. The wait for a helper to start is not counted in
-``timeout_s``. Plain-number answers, the common case for arithmetic and GSM8K,
-never reach the helper.
+``timeout_s``, but it is counted in the batch budget: ``score_completions`` gives
+the helper at most ``BATCH_TIME_BUDGET_S`` seconds per batch, starts and restarts
+included, and counts the answers still unchecked after that as wrong (with a
+warning). Plain-number answers, the common case for arithmetic and GSM8K, never
+reach the helper.
 
 Departure from the SFPO reference code: it rewards only a ``\\boxed{}`` answer; here
 ``#### n`` and a bare last number count too, because SmolLM2-135M almost never
@@ -48,6 +51,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+import warnings
 from decimal import Decimal
 
 SCHEMES = ("binary", "reference")
@@ -55,6 +60,7 @@ MAX_TEXT_CHARS = 20_000  # only the end of a completion is read
 MAX_ANSWER_CHARS = 1_000  # longer \boxed{} contents or answers are rejected
 MAX_BRACE_DEPTH = 20  # deeper nesting inside \boxed{} is rejected
 MAX_NUMBER_DIGITS = 50  # longer digit strings are not "plain numbers"
+BATCH_TIME_BUDGET_S = 5.0  # math_verify seconds per batch, helper (re)starts included
 
 # An optional sign (not after a letter or digit: "3-2" is not "-2"), thousands
 # groups like 1,234 or plain digits, then an optional decimal part.
@@ -104,14 +110,17 @@ def _last_boxed(text: str) -> str | None:
     return None  # unbalanced, or longer than MAX_ANSWER_CHARS
 
 
-def is_correct(pred: str, gold: str, timeout_s: float = 1.0) -> bool:
+def is_correct(
+    pred: str, gold: str, timeout_s: float = 1.0, *, deadline: float | None = None
+) -> bool:
     """True if the predicted answer equals the gold answer.
 
     Two plain numbers (``"12"``, ``"-3.50"``, ``"1,234"``) are compared exactly as
     decimals. Anything else is checked by ``math_verify`` in a helper process that
     is killed after ``timeout_s`` seconds (then the answer counts as wrong); see the
     module docstring. Empty answers and answers longer than ``MAX_ANSWER_CHARS`` are
-    never correct.
+    never correct. ``deadline`` (a ``time.monotonic()`` value) also ends the wait:
+    past it, an answer that needs ``math_verify`` counts as wrong unchecked.
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}.")
@@ -121,7 +130,7 @@ def is_correct(pred: str, gold: str, timeout_s: float = 1.0) -> bool:
     pred_number, gold_number = _as_number(pred), _as_number(gold)
     if pred_number is not None and gold_number is not None:
         return pred_number == gold_number
-    return _math_verify(pred, gold, timeout_s)
+    return _math_verify(pred, gold, timeout_s, deadline)
 
 
 def _as_number(s: str) -> Decimal | None:
@@ -141,14 +150,18 @@ def reward(completion: str, answer: str, scheme: str = "binary") -> float:
 
 
 def score_completions(
-    completions: list[str], answers: list[str], scheme: str = "binary"
+    completions: list[str],
+    answers: list[str],
+    scheme: str = "binary",
+    time_budget_s: float = BATCH_TIME_BUDGET_S,
 ) -> tuple[list[float], dict[str, float]]:
     """Rewards for a batch, plus ``reward/accuracy`` and ``reward/format`` metrics.
 
     ``answers[i]`` is the gold answer for ``completions[i]`` (repeat each prompt's
     answer G times for a group). ``reward/accuracy`` is the fraction correct,
     ``reward/format`` the fraction with an extractable answer (0.0 for an empty
-    batch).
+    batch). ``math_verify`` gets ``time_budget_s`` seconds for the whole batch,
+    helper (re)starts included; answers left unchecked after that count as wrong.
     """
     _check_scheme(scheme)
     if len(completions) != len(answers):
@@ -156,7 +169,14 @@ def score_completions(
             f"got {len(completions)} completions but {len(answers)} answers; pass one "
             "gold answer per completion (repeat each prompt's answer G times)."
         )
-    judged = [_judge(c, a) for c, a in zip(completions, answers, strict=True)]
+    deadline = time.monotonic() + time_budget_s
+    judged = [_judge(c, a, deadline) for c, a in zip(completions, answers, strict=True)]
+    if time.monotonic() > deadline:
+        warnings.warn(
+            f"reward verification used up its {time_budget_s:g} s budget for this "
+            "batch: the answers it had not checked count as wrong.",
+            stacklevel=2,
+        )
     rewards = [
         _reward_value(extracted, correct, scheme) for extracted, correct in judged
     ]
@@ -173,12 +193,14 @@ def _check_scheme(scheme: str) -> None:
         raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {SCHEMES}.")
 
 
-def _judge(completion: str, answer: str) -> tuple[bool, bool]:
+def _judge(
+    completion: str, answer: str, deadline: float | None = None
+) -> tuple[bool, bool]:
     """(an answer was extracted, it is correct)."""
     pred = extract_answer(completion)
     if pred is None:
         return False, False
-    return True, is_correct(pred, answer)
+    return True, is_correct(pred, answer, deadline=deadline)
 
 
 def _reward_value(extracted: bool, correct: bool, scheme: str) -> float:
@@ -213,11 +235,20 @@ _worker: subprocess.Popen | None = None
 _replies: queue.Queue[str | None] = queue.Queue()
 
 
-def _math_verify(pred: str, gold: str, timeout_s: float) -> bool:
-    """``math_verify`` on (pred, gold), given at most ``timeout_s`` seconds."""
+def _math_verify(
+    pred: str, gold: str, timeout_s: float, deadline: float | None = None
+) -> bool:
+    """``math_verify`` on (pred, gold), given at most ``timeout_s`` seconds and
+    never past ``deadline`` (the batch budget, which counts helper starts)."""
     with _lock:  # one question at a time, so each reply matches its question
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
         if _worker is None or _worker.poll() is not None:
             _start_worker()
+        if deadline is not None:
+            timeout_s = min(timeout_s, deadline - time.monotonic())
+            if timeout_s <= 0:  # the start used up the budget: keep the helper
+                return False
         try:
             _worker.stdin.write(json.dumps([pred, gold]) + "\n")
             _worker.stdin.flush()

@@ -43,6 +43,7 @@ HELDOUT_PERCENT = 20  # share of arithmetic expressions that belong to "heldout"
 PROMPT_TEMPLATE = "What is {expression}? Answer with just the number."
 GSM8K_INSTRUCTION = "Solve the problem, then give the final answer as just a number."
 _ENUMERATE_LIMIT = 50_000  # arithmetic spaces up to this size are listed in full
+MAX_PROMPT_CHARS = 32_768  # ~8 K tokens: SmolLM2's context; the trainer checks tokens
 
 
 @dataclass(frozen=True)
@@ -190,16 +191,24 @@ def load_jsonl(
     """Problems from a JSONL file: one JSON object a line, blank lines skipped.
 
     Every row must have non-empty string values under ``prompt_key`` and
-    ``answer_key`` (write ``"answer": "42"``, not ``42``). A bad row raises
+    ``answer_key`` (write ``"answer": "42"``, not ``42``), and prompts have at most
+    ``MAX_PROMPT_CHARS`` characters; the file is UTF-8. A bad row raises
     ``ValueError`` naming the file, the line and the fix; nothing is returned
     until every row has passed.
     """
     problems = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:  # bytes, so a decoding error can name its line
+        for line_number, raw in enumerate(f, start=1):
+            where = f"{path}, line {line_number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}). Fix: save the file as UTF-8."
+                ) from None
             if not line.strip():
                 continue
-            where = f"{path}, line {line_number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -221,6 +230,12 @@ def load_jsonl(
                         f"{where}: {key!r} must be a non-empty string, got "
                         f'{value!r:.60}; write numbers as strings, e.g. "42".'
                     )
+            if len(row[prompt_key]) > MAX_PROMPT_CHARS:
+                raise ValueError(
+                    f"{where}: the prompt has {len(row[prompt_key]):,} characters, "
+                    f"more than {MAX_PROMPT_CHARS:,} (about the longest context of "
+                    "the models used here). Fix: shorten it or drop the row."
+                )
             problems.append(
                 Problem(row[prompt_key], row[answer_key].strip(), Path(path).name)
             )
@@ -238,7 +253,8 @@ def load_gsm8k(
     solution that ends with ``#### <number>``. ``Problem.answer`` keeps just the
     number (commas removed); the prompt is the question plus ``GSM8K_INSTRUCTION``.
     ``split`` ("train" or "test") picks the hub split and is ignored with
-    ``path=``. ``n`` keeps the first ``n`` rows.
+    ``path=``. ``n`` keeps the first ``n`` rows. Raises ``ConnectionError`` when the
+    hub cannot provide it.
     """
     import datasets  # here, not at the top: only this loader needs it
 
@@ -246,7 +262,7 @@ def load_gsm8k(
         try:
             rows = datasets.load_dataset("openai/gsm8k", "main", split=split)
         except Exception as e:
-            raise RuntimeError(
+            raise ConnectionError(
                 f"could not load openai/gsm8k ({split!r}) from the Hugging Face hub "
                 f"({type(e).__name__}: {e}). If the hub is unreachable, pass path= "
                 "to a local JSONL file with 'question' and 'answer' fields, or use "

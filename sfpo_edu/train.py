@@ -16,10 +16,14 @@ One outer step s:
 Row ``step = s`` describes the update from θ_s to θ_{s+1}; its ``eval/…`` keys were
 measured at θ_s, before the update. A last row ``step = num_steps`` holds the final
 evaluation. Checkpoints (``checkpoint-<n>/``: trainable weights as safetensors,
-optimizer, stop rule, next step) are written to a new folder and then named in
-``latest`` atomically, so an interrupted run always resumes from a whole checkpoint;
-the rollout seed of step s depends only on (seed, s), so a resumed run repeats the
-steps after the checkpoint exactly and writes each step once.
+optimizer, stop rule, next step, config) are written to a new folder and then named
+in ``latest`` atomically; the previous checkpoint is kept as a fallback. So whatever
+moment a kill lands, ``latest`` names a whole checkpoint; the rollout seed of step s
+depends only on (seed, s), so a resumed run repeats the steps after the checkpoint
+exactly and writes each step once. A resume checks the loaded tensors (finite, right
+shapes) and refuses settings that differ from the checkpoint's, except ``RESUMABLE``
+ones (e.g. a larger ``num_steps`` extends a run). The run folder is locked while a
+Trainer writes it (``metrics.lock_run_dir``).
 
 Where this departs from the paper's setup (all for a CPU-sized demo):
 1. LoRA adapters are the trainable parameters; the base model is frozen.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import resource
 import shutil
 import signal
@@ -53,13 +58,30 @@ from torch import Tensor
 from sfpo_edu.config import SFPOConfig
 from sfpo_edu.logprobs import per_token_logps
 from sfpo_edu.losses import group_advantages, grpo_loss
-from sfpo_edu.metrics import RunLogger, atomic_write_text, save_trajectory
+from sfpo_edu.metrics import (
+    CONFIG_FIX,
+    RunLogger,
+    atomic_write_text,
+    lock_run_dir,
+    read_json,
+    save_trajectory,
+    unlock_run_dir,
+)
 from sfpo_edu.models import Policy, load_policy
 from sfpo_edu.params import flatten, record_calls, restore_, trainable_params
 from sfpo_edu.rewards import score_completions
-from sfpo_edu.rollouts import RolloutBatch, generate_rollouts, greedy_completions
+from sfpo_edu.rollouts import (
+    RolloutBatch,
+    encode_prompts,
+    generate_rollouts,
+    greedy_completions,
+)
 from sfpo_edu.sfpo import LossFn, StopRule, make_optimizer, update
 from sfpo_edu.tasks import Problem, load_task
+
+RESUMABLE = ("num_steps", "eval_every", "save_every", "extra")
+"""Config fields that may change when a run is resumed (a larger ``num_steps`` extends
+it); the new values are used. Every other field is fixed for the life of a run."""
 
 
 def load_policy_for(cfg: SFPOConfig) -> Policy:
@@ -141,6 +163,29 @@ def evaluate_accuracy(
     }
 
 
+def check_prompt_lengths(
+    policy: Policy, problems: list[Problem], cfg: SFPOConfig
+) -> None:
+    """Raise if a prompt (chat template included) plus ``max_new_tokens`` does not
+    fit the model's context: such a prompt would make generation fail or crawl.
+    Only the 1,000 longest prompts (in characters) are tokenized, to stay quick."""
+    context = getattr(policy.model.config, "max_position_embeddings", None)
+    if context is None or not problems:
+        return
+    prompts = sorted({p.prompt for p in problems}, key=len)[-1000:]
+    _, mask = encode_prompts(policy, prompts, cfg.system_prompt)  # (N, P)
+    lengths = mask.sum(1)  # (N,)
+    worst = int(lengths.argmax())
+    if lengths[worst] + cfg.max_new_tokens > context:
+        raise ValueError(
+            f"a prompt of task {cfg.task!r} ({prompts[worst][:40]!r}…) is "
+            f"{int(lengths[worst])} tokens with the chat template; with "
+            f"max_new_tokens={cfg.max_new_tokens} it does not fit the "
+            f"{context}-token context of {cfg.model!r}. Fix: shorten or drop that "
+            "prompt, or lower max_new_tokens."
+        )
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA allocator peak on a GPU, process peak RSS on CPU."""
     if device.type == "cuda":
@@ -184,9 +229,13 @@ class Trainer:
             checkpoints go.
         policy: an already loaded policy (e.g. shared by a notebook); default loads
             ``cfg.model``.
-        resume: continue from the folder's latest checkpoint (an error if the folder
-            holds a different config).
+        resume: continue from the folder's latest checkpoint (an error if the
+            checkpoint was saved with other settings, ``RESUMABLE`` ones aside).
         progress: show a tqdm progress bar.
+
+    Everything that can be checked without the model is checked before it loads
+    (existing run, config differences, a writable and unlocked folder, the task's
+    problems). The folder stays locked from here to the end of ``train()``.
     """
 
     def __init__(
@@ -205,25 +254,40 @@ class Trainer:
                 f"{self.run_dir} already holds a run. Fix: pass resume=True "
                 "(--resume) to continue it, or choose another run name / folder."
             )
-        if resume:
-            self._check_same_config()
-        self.policy = load_policy_for(cfg) if policy is None else policy
-        self.params = trainable_params(self.policy.model)
-        self.optimizer = make_optimizer(self.params, cfg)
-        self.stop_rule = StopRule.from_config(cfg)
-        self.loss_fn = make_loss_fn(self.policy.model, cfg)
-        n_train = cfg.num_steps * cfg.num_prompts
-        self.train_problems = load_task(cfg.task, n_train, seed=cfg.seed, split="train")
-        self.eval_problems = (
-            load_task(cfg.task, cfg.num_eval_prompts, seed=cfg.seed, split="heldout")
-            if cfg.eval_every
-            else []
-        )
-        self.logger = RunLogger(self.run_dir, config=cfg.to_dict())
-        self.step = 0
-        self.rollouts_total = 0
-        if resume:
-            self._load_checkpoint()
+        lock_run_dir(self.run_dir)
+        try:
+            checkpoint = find_checkpoint(self.run_dir) if resume else None
+            if resume:
+                self._check_same_config(checkpoint)
+            n_train = cfg.num_steps * cfg.num_prompts
+            self.train_problems = load_task(
+                cfg.task, n_train, seed=cfg.seed, split="train"
+            )
+            self.eval_problems = (
+                load_task(
+                    cfg.task, cfg.num_eval_prompts, seed=cfg.seed, split="heldout"
+                )
+                if cfg.eval_every
+                else []
+            )
+            self.policy = load_policy_for(cfg) if policy is None else policy
+            check_prompt_lengths(
+                self.policy, self.train_problems + self.eval_problems, cfg
+            )
+            self.params = trainable_params(self.policy.model)
+            self.optimizer = make_optimizer(self.params, cfg)
+            self.stop_rule = StopRule.from_config(cfg)
+            self.loss_fn = make_loss_fn(self.policy.model, cfg)
+            self.step = 0
+            self.rollouts_total = 0
+            if checkpoint is not None:  # load before anything in the folder changes
+                self._load_checkpoint(checkpoint)
+            self.logger = RunLogger(self.run_dir, config=cfg.to_dict())
+            if resume:  # drop rows after the checkpoint: they are redone
+                self.logger.truncate_after(self.step - 1)
+        except BaseException:
+            unlock_run_dir(self.run_dir)
+            raise
 
     # --- one outer step ------------------------------------------------------------
     def rollout(self, step: int) -> tuple[RolloutBatch, list[str], dict[str, float]]:
@@ -292,6 +356,13 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------
     def train(self) -> list[dict[str, float]]:
         """Run from ``self.step`` to ``num_steps``; returns the rows written."""
+        lock_run_dir(self.run_dir)  # still held since __init__, unless train() ran
+        try:
+            return self._train()
+        finally:
+            unlock_run_dir(self.run_dir)
+
+    def _train(self) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
         cfg, rows = self.cfg, []
@@ -373,8 +444,17 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoint-<step>/`` and point ``latest`` at it, atomically."""
+        """Write ``checkpoint-<step>/``, name it in ``latest``, keep one previous.
+
+        Files go to a hidden folder that is renamed into place and then named in
+        ``latest`` (atomically); only then are older checkpoints deleted, all but
+        the previous one, a fallback should the newest be damaged later. A step that
+        ``latest`` already names is not written again (the weights of a step are
+        always the same), so ``latest`` names a whole checkpoint at every instant.
+        """
         folder = self.run_dir / f"checkpoint-{self.step}"
+        if _read_latest(self.run_dir) == folder.name:
+            return folder
         tmp = self.run_dir / f".checkpoint-{self.step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -391,62 +471,145 @@ class Trainer:
             "next_step": self.step,
             "rollouts_total": self.rollouts_total,
             "stop_rule": self.stop_rule.state_dict(),
+            "config": self.cfg.to_dict(),
         }
         (tmp / "state.json").write_text(json.dumps(state))
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # not named in `latest`
         tmp.rename(folder)
         atomic_write_text(self.run_dir / "latest", folder.name)
-        for old in self.run_dir.glob("checkpoint-*"):
-            if old != folder:
+        previous = [c for c in _checkpoints(self.run_dir) if _step_of(c) < self.step]
+        for old in _checkpoints(self.run_dir):
+            if old != folder and old not in previous[-1:]:
                 shutil.rmtree(old, ignore_errors=True)
         return folder
 
-    def _load_checkpoint(self) -> None:
-        state = load_checkpoint(self.run_dir, self.policy, self.optimizer)
-        if state is None:  # killed before the first checkpoint: start over
-            self.logger.truncate_after(-1)
-            return
+    def _load_checkpoint(self, folder: Path) -> None:
+        state = load_checkpoint_folder(folder, self.policy, self.optimizer)
         self.step = state["next_step"]
         self.rollouts_total = state["rollouts_total"]
         self.stop_rule.load_state_dict(state["stop_rule"])
-        self.logger.truncate_after(self.step - 1)
 
-    def _check_same_config(self) -> None:
-        path = self.run_dir / "config.json"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"nothing to resume in {self.run_dir} (no config.json)."
-            )
-        saved = json.loads(path.read_text())
-        ignore = {
-            "num_steps",
-            "eval_every",
-            "save_every",
-            "extra",
-        }  # may change on resume
-        diff = sorted(
-            k
+    def _check_same_config(self, checkpoint: Path | None) -> None:
+        """Compare with the checkpoint's config (what was trained), else with
+        ``config.json``; only ``RESUMABLE`` fields may differ."""
+        if checkpoint is not None and "config" in (state := _read_state(checkpoint)):
+            saved, source = state["config"], checkpoint / "state.json"
+        else:
+            source = self.run_dir / "config.json"
+            if not source.exists():
+                raise FileNotFoundError(
+                    f"nothing to resume in {self.run_dir} (no config.json). Fix: "
+                    "point at a run folder, or start a new run without resume."
+                )
+            saved = read_json(source, CONFIG_FIX)
+        diff = [
+            f"{k}={saved.get(k)!r} (now {v!r})"
             for k, v in self.cfg.to_dict().items()
-            if k not in ignore and saved.get(k) != v
-        )
+            if k not in RESUMABLE and saved.get(k) != v
+        ]
         if diff:
             raise ValueError(
-                f"cannot resume {self.run_dir}: config differs in {diff}. Fix: resume "
-                "with the saved settings (config.json) or start a new run."
+                f"cannot resume {self.run_dir}: it was trained with {', '.join(diff)} "
+                f"({source}). Only {', '.join(RESUMABLE)} may change on resume. Fix: "
+                "resume with the saved settings, or start a new run."
             )
 
 
-def load_checkpoint(
-    run_dir: str | Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
-) -> dict[str, Any] | None:
-    """Load a run's latest checkpoint into ``policy`` (and ``optimizer``); returns its
-    state (``next_step``, ``rollouts_total``, ``stop_rule``), or None if there is none."""
-    run_dir = Path(run_dir)
-    pointer = run_dir / "latest"
-    if not pointer.exists():
+def _step_of(folder: Path) -> int:
+    return int(folder.name.removeprefix("checkpoint-"))
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """The run's ``checkpoint-<n>`` folders, oldest first. A folder gets that name
+    only once it is whole (it is written under a hidden name first)."""
+    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir()]
+    return sorted(
+        (p for p in found if re.fullmatch(r"checkpoint-\d+", p.name)), key=_step_of
+    )
+
+
+def _read_latest(run_dir: Path) -> str | None:
+    """The checkpoint ``latest`` names, if that folder exists."""
+    try:
+        name = (run_dir / "latest").read_text().strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    folder = run_dir / pointer.read_text().strip()
-    weights = load_file(str(folder / "trainable.safetensors"))
+    return name if name in {c.name for c in _checkpoints(run_dir)} else None
+
+
+def find_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint folder to resume from: the one ``latest`` names, else (with a
+    warning) the newest one present; None when the run has none."""
+    run_dir = Path(run_dir)
+    name = _read_latest(run_dir)
+    if name is not None:
+        return run_dir / name
+    found = _checkpoints(run_dir)
+    if not found:
+        return None
+    why = (
+        "`latest` names a checkpoint that is not there"
+        if (run_dir / "latest").exists()
+        else "the file `latest` is missing"
+    )
+    warnings.warn(
+        f"{run_dir}: {why}; using {found[-1].name}, the newest checkpoint.",
+        stacklevel=2,
+    )
+    return found[-1]
+
+
+def _damaged(path: Path, reason: str) -> ValueError:
+    """The error for a checkpoint file that cannot be used; offers the one before."""
+    folder = path.parent
+    earlier = [c for c in _checkpoints(folder.parent) if _step_of(c) < _step_of(folder)]
+    fix = (
+        f"delete {folder} and resume again: the run continues from {earlier[-1].name},"
+        " the previous whole checkpoint"
+        if earlier
+        else f"there is no earlier checkpoint; delete {folder} to redo the run from "
+        "step 0, or start a new run"
+    )
+    reason = reason.strip().splitlines()[0][:120]  # torch's messages run for lines
+    return ValueError(f"{path} is damaged ({reason}). Fix: {fix}.")
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
+    path = folder / "state.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # missing, not UTF-8 or not JSON
+        raise _damaged(path, f"{type(err).__name__}: {err}") from None
+    needed = {"next_step", "rollouts_total", "stop_rule"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise _damaged(path, f"it lacks one of {sorted(needed)}")
+    return state
+
+
+def _check_tensors(path: Path, tensors: dict[str, Tensor], shapes: dict) -> None:
+    """Every tensor finite and of the expected shape, or the file is damaged."""
+    for name, t in tensors.items():
+        if name in shapes and t.shape != shapes[name]:
+            raise _damaged(
+                path, f"{name} has shape {tuple(t.shape)}, the model's is "
+                f"{tuple(shapes[name])}"
+            )  # fmt: skip
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise _damaged(path, f"{name} holds NaN or infinite values")
+
+
+def load_checkpoint_folder(
+    folder: Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Load one checkpoint folder into ``policy`` (and ``optimizer``) after checking
+    every tensor; returns its state. A file that cannot be read, or holds NaN or
+    wrongly shaped tensors, is an error naming it and the previous checkpoint."""
+    state = _read_state(folder)
+    path = folder / "trainable.safetensors"
+    try:
+        weights = load_file(str(path))
+    except Exception as err:  # truncated, garbled or missing: any failure to read
+        raise _damaged(path, f"{type(err).__name__}: {err}") from None
     named = [(n, p) for n, p in policy.model.named_parameters() if p.requires_grad]
     missing = sorted({n for n, _ in named} - set(weights))
     if missing:
@@ -454,12 +617,34 @@ def load_checkpoint(
             f"checkpoint {folder} does not match the model: missing {missing[:3]}. "
             "Fix: load it with the same model and LoRA settings (its config.json)."
         )
-    restore_([p for _, p in named], [weights[n] for n, _ in named])
+    _check_tensors(path, weights, {n: p.shape for n, p in named})
     if optimizer is not None:
-        optimizer.load_state_dict(
-            torch.load(folder / "optimizer.pt", weights_only=True)
-        )
-    return json.loads((folder / "state.json").read_text())
+        path = folder / "optimizer.pt"
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception as err:  # truncated, garbled or missing: any failure to read
+            raise _damaged(path, f"{type(err).__name__}: {err}") from None
+        try:
+            optimizer.load_state_dict(saved)  # checks the number of parameters
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise _damaged(path, f"{type(err).__name__}: {err}") from None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for i, slots in saved["state"].items():  # e.g. AdamW's exp_avg, exp_avg_sq
+            tensors = {k: v for k, v in slots.items() if isinstance(v, Tensor)}
+            shapes = {k: params[i].shape for k, v in tensors.items() if v.ndim}
+            _check_tensors(path, tensors, shapes)
+    restore_([p for _, p in named], [weights[n] for n, _ in named])
+    return state
+
+
+def load_checkpoint(
+    run_dir: str | Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any] | None:
+    """Load a run's latest checkpoint into ``policy`` (and ``optimizer``); returns its
+    state (``next_step``, ``rollouts_total``, ``stop_rule``, ``config``), or None if
+    there is none. See ``find_checkpoint`` and ``load_checkpoint_folder``."""
+    folder = find_checkpoint(run_dir)
+    return None if folder is None else load_checkpoint_folder(folder, policy, optimizer)
 
 
 def _postfix(row: dict[str, Any]) -> dict[str, str]:

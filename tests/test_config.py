@@ -51,6 +51,10 @@ BAD = [
     ("eval_every", -1),
     ("save_every", -1),
     ("seed", -1),
+    # issue 19: these passed validation, then failed after the model had loaded
+    ("seed", 100_000_000_000_000),  # Overflow when unpacking long long
+    ("num_steps", 200_000_000),  # MemoryError after minutes (problems built up front)
+    ("num_eval_prompts", 10**9),
 ]
 
 
@@ -66,6 +70,12 @@ def test_minibatches_must_divide_the_batch():
     with pytest.raises(ValueError, match=r"does not divide.*4 × 8 = 32.*Fix"):
         SFPOConfig(num_prompts=4, group_size=8, num_minibatches=3)
     assert SFPOConfig(num_prompts=4, group_size=8, num_minibatches=4).batch_size == 32
+
+
+def test_training_problems_built_up_front_are_bounded():
+    with pytest.raises(ValueError, match=r"100000 × 20 training problems.*Fix"):
+        SFPOConfig(num_steps=100_000, num_prompts=20)
+    assert SFPOConfig(num_steps=100_000, num_prompts=10).num_steps == 100_000
 
 
 def test_step_rule_needs_stop_step_and_quantization_needs_lora():

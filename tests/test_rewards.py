@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from sfpo_edu import rewards
 from sfpo_edu.rewards import extract_answer, is_correct, reward, score_completions
 
 TIMEOUT_S = 0.5
@@ -150,3 +151,16 @@ def test_score_completions_from_a_worker_thread() -> None:
     assert metrics["reward/accuracy"] == 0.5
     # Two calls reach the helper: each may wait up to 1 s plus a (re)start.
     assert results["elapsed"] < 2 * (1.0 + SLACK_S)
+
+
+def test_a_batch_of_slow_answers_stays_within_the_batch_budget() -> None:
+    # issue 19: 16 answers that time out took 25 s (1 s each plus a helper restart)
+    rewards._stop_worker()  # the budget counts the helper's (re)starts too
+    completions = ["\\boxed{9^{9^{9}}}"] * 16
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="used up its 2 s budget"):
+        scores, metrics = score_completions(completions, ["5"] * 16, time_budget_s=2.0)
+    elapsed = time.perf_counter() - start
+    assert scores == [0.0] * 16 and metrics["reward/format"] == 1.0
+    assert elapsed < 2.0 + SLACK_S, elapsed
+    assert is_correct("\\frac{1}{2}", "0.5")  # the helper still works afterwards

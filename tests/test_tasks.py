@@ -158,6 +158,8 @@ def test_load_jsonl_reads_rows_and_skips_blank_lines(tmp_path: Path) -> None:
         ('{"prompt": "hi"}', "missing key 'answer'"),
         ('{"prompt": "hi", "answer": 42}', "'answer' must be a non-empty string"),
         ('{"prompt": "  ", "answer": "4"}', "'prompt' must be a non-empty string"),
+        # issue 19: a 1 MB prompt was accepted, then training hung
+        ('{"prompt": "' + "7 " * 500_000 + '", "answer": "4"}', "1,000,000 char"),
     ],
 )
 def test_load_jsonl_errors_name_file_and_line(
@@ -168,6 +170,18 @@ def test_load_jsonl_errors_name_file_and_line(
     with pytest.raises(ValueError, match=message) as info:
         load_jsonl(path)
     assert f"{path}, line 3" in str(info.value)
+
+
+def test_load_jsonl_non_utf8_names_file_line_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(
+        b'{"prompt": "ok", "answer": "1"}\n{"prompt": "caf\xe9", "answer": "2"}\n'
+    )
+    with pytest.raises(ValueError) as info:
+        load_jsonl(path)
+    message = str(info.value)
+    assert f"{path}, line 2: not UTF-8" in message and "0xe9" in message
+    assert "Fix: save the file as UTF-8" in message
 
 
 def test_load_jsonl_empty_file(tmp_path: Path) -> None:
@@ -206,7 +220,7 @@ def test_load_gsm8k_offline_hub_error_says_what_to_do(monkeypatch) -> None:
         raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match="path=.*'arithmetic'"):
+    with pytest.raises(ConnectionError, match="path=.*'arithmetic'"):
         load_gsm8k("test")
 
 

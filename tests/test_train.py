@@ -184,7 +184,7 @@ def test_the_same_sfpo_update_trains_the_toy_and_a_tiny_llm(digit_task, tmp_path
 def test_existing_run_and_mismatched_resume_are_clear_errors(reference_run, digit_task):
     with pytest.raises(FileExistsError, match="resume"):
         Trainer(tiny_cfg(digit_task), reference_run, progress=False)
-    with pytest.raises(ValueError, match=r"config differs in \['alpha'\]"):
+    with pytest.raises(ValueError, match=r"trained with alpha=0.8 \(now 0.5\)"):
         Trainer(tiny_cfg(digit_task, alpha=0.5), reference_run, resume=True)
 
 
@@ -243,10 +243,26 @@ def test_ctrl_c_in_compare_stops_the_whole_comparison(
     code = main(["compare", "--quick", "--output-dir", str(out), "--model", "tiny",
                  "--task", digit_task])  # fmt: skip
     assert code == 130
-    assert "sfpo-edu train --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"Finish the comparison (grpo, then grpo_multi, sfpo) with: sfpo-edu compare --resume {out}" in err  # fmt: skip
     assert (out / "grpo" / "latest").exists()  # the stopped arm kept a checkpoint
     assert not (out / "grpo_multi").exists()  # and no other arm started
 
+    # issue 19: the message said `train --resume <arm>`, which finished one arm only,
+    # and rerunning compare suggested deleting the folder (and the finished arms)
+    monkeypatch.undo()
+    assert (
+        main(["compare", "--output-dir", str(out), "--quick", "--model", "tiny"]) == 2
+    )
+    assert f"sfpo-edu compare --resume {out}" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(out), "--lr", "0.1"]) == 2
+    assert "takes no run settings (got --lr 0.1)" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(out)]) == 0
+    assert "SFPO" in capsys.readouterr().out and (out / "comparison.png").exists()
+    for algo in ("grpo", "grpo_multi", "sfpo"):
+        run = load_run(out / algo)
+        assert [r["step"] for r in run.metrics] == [0, 1, 2], algo
+        assert run.config["extra"]["wall_s"] > 0
 
 @pytest.mark.parametrize(
     ("algo", "num_minibatches"),
