@@ -238,3 +238,8 @@ def test_notebook_runs_top_to_bottom(name, workdir, monkeypatch, record_property
     # the exercise skeletons are reported by their checks, never crash the notebook
     assert text.count("is not written yet") == len(EXERCISES.get(name, []))
     assert "Traceback" not in text
+    # nothing on stderr: a red box reads as an error to a student (the bitsandbytes
+    # notice, peft's FutureWarning, the "Writing model shards" bar were such boxes)
+    stderr = [o.get("text", "") for o in outputs
+              if o.output_type == "stream" and o.name == "stderr"]  # fmt: skip
+    assert not stderr, stderr
