@@ -9,8 +9,11 @@
 #    builds); book/_ext/sfpo_book.py points the pages at it. Without npm or a network the
 #    book still builds, and its pages load MathJax from the CDN instead.
 # 2. Notebooks. Jupyter Book 1 reads only files under its root (book/), so notebooks/ is
-#    copied to book/notebooks/ (git-ignored, replaced on every build). A notebook that is
-#    not in book/_toc.yml fails the build ("document isn't included in any toctree").
+#    copied to book/notebooks/ (git-ignored, replaced on every build) and book/data links
+#    to data/ (so the notebooks find ../data/runs). A notebook that is not in
+#    book/_toc.yml fails the build ("document isn't included in any toctree"). The build
+#    executes every notebook in quick mode (SFPO_EDU_QUICK=1, _config.yml `execute`), so
+#    the pages show figures and outputs; it needs the SmolLM2 weights (make setup).
 # 3. `jupyter-book build book --all -W -n --keep-going`: all pages are re-read every time
 #    (so a warning cannot hide in a page that an incremental build skips), and warnings and
 #    broken references are errors.
@@ -73,6 +76,8 @@ if compgen -G "$ROOT/notebooks/*.ipynb" >/dev/null; then
         --exclude=README.md --exclude=solutions -cf - . |
         tar -C "$BOOK/notebooks" -xf -
 fi
+ln -sfn ../data "$BOOK/data"
+export SFPO_EDU_QUICK=1
 
 # --- 3. Build -----------------------------------------------------------------------
 exec "$JB" build "$BOOK" --all -W -n --keep-going "$@"

@@ -24,9 +24,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sfpo_edu.config import SFPOConfig, field_docs
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+    from matplotlib.figure import Figure
 
 _PARSERS = {"int": int, "float": float, "str": str}
 
@@ -236,10 +239,27 @@ def compare(
     table = comparison_table(runs)
     (output_dir / "comparison.txt").write_text(table + "\n")
     figure = output_dir / "comparison.png"
-    _comparison_figure(runs, figure)
+    comparison_figure(runs).savefig(figure, dpi=120, bbox_inches="tight")
     print(table)
     print(f"\nRuns, table and figure written to {output_dir} ({figure.name}).")
+    print(next_steps(figure, output_dir / list(runs)[-1]))
     return runs
+
+
+def next_steps(figure: Path, run: Path) -> str:
+    """How to read the table, then three things to do next."""
+    return (
+        "\nReading the table: reward is the fraction of sampled completions that were "
+        "right (noisy, from the\nsame prompts for every arm); held-out acc is greedy "
+        "accuracy on unseen problems at the first and\nlast evaluation; one seed, so "
+        "differences of a few points are noise.\n"
+        "Next:\n"
+        f"  1. open {figure}: held-out accuracy and sampled reward per step;\n"
+        "  2. notebooks/05_train_grpo_vs_sfpo.ipynb and 06_reading_the_dashboards.ipynb "
+        "read runs like these;\n"
+        f"  3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more "
+        "problems)."
+    )
 
 
 def comparison_table(runs: dict[str, Any]) -> str:
@@ -262,11 +282,31 @@ def comparison_table(runs: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _comparison_figure(runs: dict[str, Any], path: Path) -> None:
-    from sfpo_edu.plotting import plot_learning_curves
+def comparison_figure(runs: dict[str, Any]) -> Figure:
+    """Held-out accuracy (left) and sampled reward (right) per outer step, one line
+    per arm: every arm samples the same number of rollouts per step."""
+    from sfpo_edu.plotting import curves_title, new_figure, plot_learning_curves
 
-    fig = plot_learning_curves({a: [r] for a, r in runs.items()}, key="reward/mean")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig, (acc_ax, reward_ax) = new_figure((13, 4.6), 1, 2)
+    groups = {algo: [run] for algo, run in runs.items()}
+    plot_learning_curves(groups, "eval/accuracy", x="step", ax=acc_ax)
+    plot_learning_curves(groups, "reward/mean", x="step", ax=reward_ax)
+    cfg = next(iter(runs.values())).config
+    per_step = cfg["num_prompts"] * cfg["group_size"]
+    acc_ax.set(
+        title=f"held-out greedy accuracy, {cfg['num_eval_prompts']} problems",
+        ylabel="eval/accuracy",
+    )
+    reward_ax.set(
+        title="reward of the sampled completions (noisy)", ylabel="reward/mean"
+    )
+    for ax in (acc_ax, reward_ax):
+        ax.set_xlabel(f"outer step s ({per_step} rollouts each, every arm)")
+    fig.suptitle(
+        f"{cfg['model']} on {cfg['task']}, K = {cfg['num_fast_steps']}, "
+        f"α = {cfg['alpha']}: {curves_title([1] * len(runs), None)}"
+    )
+    return fig
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -261,3 +261,29 @@ def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
         metrics=_read_jsonl(path / "metrics.jsonl"),
         samples=_read_jsonl(path / "samples.jsonl") if samples else [],
     )
+
+
+# Config fields that make two runs different arms of an experiment. The seed is not
+# one of them: runs that differ only in their seed are repeats of one arm.
+ARM_FIELDS = (
+    "algo", "num_fast_steps", "alpha", "lr", "group_size", "num_prompts",
+    "num_steps", "max_new_tokens", "model", "task", "lora_r", "stop_rule",
+    "kl_coef", "optimizer",
+)  # fmt: skip
+
+
+def arm_key(run: Run) -> tuple[str, ...]:
+    """(folder, then the ARM_FIELDS values): runs with equal keys are seeds of one arm.
+
+    The folder is the run folder's parent (``data/runs/demo-cpu`` for
+    ``data/runs/demo-cpu/sfpo``), so a 10-step demo and a 20-step sweep never pool
+    even where their configs agree."""
+    return (str(run.path.parent), *(str(run.config.get(f)) for f in ARM_FIELDS))
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
+    """Runs grouped into arms by ``arm_key``, in the order the arms first appear."""
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(arm_key(run), []).append(run)
+    return groups

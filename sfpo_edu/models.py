@@ -26,14 +26,18 @@ model with LoRA adapters (peft), and set the tokenizer up for batched generation
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import platform
 import shutil
 import socket
 import tempfile
 import urllib.parse
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,20 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
+
+# Three messages that look like errors to a student and are not, silenced at their
+# source (nothing else is):
+# 1. bitsandbytes, imported by peft, logs on CPUs with AVX-512 bf16 that an optional
+#    kernel package is missing ("Failed to load CPU gemm_4bit_forward ... No module
+#    named 'kernels'") and then uses its own CPU code. Drop that one record.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+    lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit")
+)
+# 2. peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping
+#    the model (a FutureWarning): see `get_peft_model` in `load_policy`.
+# 3. transformers draws a "Writing model shards" bar for every save_pretrained, even
+#    of one small file: see `_no_save_bar`.
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -188,7 +206,13 @@ def load_policy(
                 target_modules=lora_target_modules or default_lora_targets(model),
                 task_type="CAUSAL_LM",
             )
-            model = get_peft_model(model, config)
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore",
+                    message=".*is_gradient_checkpointing",
+                    category=FutureWarning,
+                )
+                model = get_peft_model(model, config)
 
     # Batched generation needs left padding (new tokens go on the right) and a pad id.
     tokenizer.padding_side = "left"
@@ -347,7 +371,8 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
-        model.save_pretrained(tmp)
+        with _no_save_bar():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         try:
             tmp.rename(target)
@@ -399,9 +424,22 @@ def tiny_policy_files(path: str | Path, *, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    model.save_pretrained(path)
+    with _no_save_bar():
+        model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return Path(path)
+
+
+@contextlib.contextmanager
+def _no_save_bar() -> Iterator[None]:
+    """transformers' progress bars off for one save_pretrained, then as they were."""
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 # --- device and dtype ---------------------------------------------------------------

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
-from sfpo_edu.metrics import Run
+from sfpo_edu.metrics import ARM_FIELDS, Run, group_runs
 from sfpo_edu.toy import ToyBandit, ToyRun
 
 # Mathtext, so the symbols render the same in every font.
@@ -73,11 +73,24 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 
 
 _OTHER_COLORS = [c for c in PALETTE if c not in ALGO_COLORS.values()]
+# after those, for many arms: Paul Tol's muted colours (also colour-blind safe)
+_MORE_COLORS = ["#882255", "#999933", "#44AA99", "#332288", "#DDCC77", "#AA4499"]
 
 
 def _color(name: str, i: int) -> str:
     """An algorithm's own colour; other names get colours no algorithm uses."""
     return ALGO_COLORS.get(name, _OTHER_COLORS[i % len(_OTHER_COLORS)])
+
+
+def distinct_colors(algos: Sequence[str | None]) -> list[str]:
+    """One colour per line, no two alike: the first line of each algorithm gets the
+    algorithm's colour, every other line the next colour no algorithm uses."""
+    extra = iter(_OTHER_COLORS + _MORE_COLORS)
+    colors: list[str] = []
+    for i, algo in enumerate(algos):
+        first = algo in ALGO_COLORS and algo not in algos[:i]
+        colors.append(ALGO_COLORS[algo] if first else next(extra, PALETTE[i % 7]))
+    return colors
 
 
 def _label(name: str) -> str:
@@ -376,6 +389,45 @@ def run_label(run: Run) -> str:
     return f"{run.config.get('algo', '?')} · {run.name}"
 
 
+# how a setting reads in a label: K=3, η=0.0003, G=8 ...
+_FIELD_NAMES = {"num_fast_steps": "K", "lr": "η", "group_size": "G",
+                "num_prompts": "prompts", "num_steps": "steps", "lora_r": "LoRA r",
+                "max_new_tokens": "tokens", "kl_coef": "β", "stop_rule": "stop"}  # fmt: skip
+
+
+def arm_label(config: dict[str, Any]) -> str:
+    """What a run is, in the course's words: ``GRPO``, ``GRPO×(K+1)`` or ``SFPO α=0.8``
+    (α means something only to SFPO; GRPO×(K+1) is SFPO at α = 1)."""
+    algo = config.get("algo", "?")
+    if algo == "sfpo":
+        return f"SFPO α={config.get('alpha')}"
+    return ALGO_LABELS.get(algo, algo)
+
+
+def label_arms(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Recorded runs as arms ``{label: runs}``: one arm per folder and setting, seeds
+    pooled (``metrics.group_runs``). Each label says what the arm is (``arm_label``),
+    then the settings that differ between the arms (``K=5``, ``η=0.001``), then, when
+    the arms come from several folders, the folder (``· demo-cpu``)."""
+    groups = list(group_runs(list(runs)).items())
+    several_folders = len({key[0] for key, _ in groups}) > 1
+    labels: dict[str, list[Run]] = {}
+    for _, arm in groups:
+        config = arm[0].config
+        label = arm_label(config)
+        for i, field in enumerate(ARM_FIELDS, start=1):  # key[0] is the folder
+            if field in ("algo", "alpha"):  # named by arm_label
+                continue
+            if len({k[i] for k, _ in groups}) > 1:
+                label += f", {_FIELD_NAMES.get(field, field)}={config.get(field)}"
+        if several_folders:
+            label += f" · {arm[0].path.parent.name}"
+        while label in labels:  # differ only where a label does not look
+            label += "′"
+        labels[label] = arm
+    return labels
+
+
 def stop_step(run: Run) -> int | None:
     """The first step at which the stop rule had switched SFPO off, or None."""
     for row in run.metrics:
@@ -391,10 +443,9 @@ def plot_drift_dashboard(
     with the step where the stop rule fired marked (dotted). A key that no run logged
     leaves its panel saying "not logged"."""
     fig, axes = new_figure(figsize, 3, 3, sharex=True)
-    algos = [run.config.get("algo", "?") for run in runs]
     # an algorithm's first run gets its usual colour, its further runs colours that no
-    # algorithm uses (as plot_learning_curves does for names without a colour)
-    colors = [_color(a if a not in algos[:i] else "", i) for i, a in enumerate(algos)]
+    # algorithm uses (as plot_learning_curves does for its groups)
+    colors = distinct_colors([run.config.get("algo") for run in runs])
     for ax, (keys, title) in zip(axes.flat, DASHBOARD, strict=True):
         ax.set_title(f"{title}\n{' / '.join(keys)}", fontsize=10)
         drawn = False
@@ -518,12 +569,13 @@ def _mean_band(
     band: str | None,
     target: float | None,
     smooth: int,
-) -> None:
-    """Mean over seeds (interpolated onto the x values they share) and a band."""
+) -> int:
+    """Mean over seeds (interpolated onto the x values they share) and a band;
+    returns the number of seeds drawn."""
     curves = [(np.asarray(x, float), smooth_curve(np.asarray(y, float), smooth))
               for x, y in curves if len(x)]  # fmt: skip
     if not curves:
-        return
+        return 0
     lo, hi = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
     grid = np.unique(np.concatenate([x for x, _ in curves]))
     grid = grid[(grid >= lo) & (grid <= hi)]
@@ -550,15 +602,28 @@ def _mean_band(
         ax.fill_between(
             grid, low, high, color=color, alpha=0.2, lw=0, gid=f"band:{name}"
         )
+    return len(curves)
+
+
+def curves_title(seeds: Sequence[int], band: str | None) -> str:
+    """An honest title for curves of groups with these numbers of seeds: no mean and
+    no band where every group is a single run."""
+    seeds = [n for n in seeds if n]
+    if not seeds or max(seeds) == 1:
+        return "one run (one seed) per arm: noisy, a first look"
+    shade = {"minmax": "min–max", "std": "±1 std"}.get(band or "")
+    return "mean over seeds (n in the legend)" + (f", shaded: {shade}" if shade else "")
 
 
 def _finish_curves(
-    ax: Axes, x: str, ylabel: str, target: float | None, band: str | None
+    ax: Axes,
+    x: str,
+    ylabel: str,
+    target: float | None,
+    band: str | None,
+    seeds: Sequence[int],
 ) -> None:
-    shade = {"minmax": "min–max", "std": "±1 std"}.get(band or "")
-    ax.set_title(
-        "mean over seeds" + (f", shaded: {shade}" if shade else ""), fontsize=10
-    )
+    ax.set_title(curves_title(seeds, band), fontsize=10)
     if target is not None:
         ax.axhline(target, color="0.5", ls="--", lw=1, gid="target")
     ax.set_xlabel(X_LABELS.get(x, x))
@@ -582,13 +647,21 @@ def plot_learning_curves(
     """``key`` against rollouts used (``x="rollouts/total"``) or ``"step"``: per group,
     the mean over its runs (seeds) with a min–max (or ±std) band, smoothed by a
     trailing moving average of ``smooth`` points. With ``target``, marks where each
-    group's mean first reaches it (compare arms at matched rollouts)."""
+    group's mean first reaches it (compare arms at matched rollouts).
+
+    Groups are named by algorithm (``{"grpo": runs, "sfpo": runs}``) or by any label
+    (``label_arms`` makes them from recorded runs); no two groups share a colour: the
+    first group of each algorithm has its colour, the others colours of their own."""
     fig, ax = _axes(ax, figsize)
-    for i, (name, runs) in enumerate(groups.items()):
+    algos = [name if name in ALGO_COLORS else runs[0].config.get("algo")
+             if runs else None for name, runs in groups.items()]  # fmt: skip
+    colors = distinct_colors(algos)
+    seeds = []
+    for (name, runs), color in zip(groups.items(), colors, strict=True):
         curves = [tuple(map(np.asarray, run.series(key, x))) for run in runs]
-        _mean_band(ax, _label(name), _color(name, i), curves, band=band,
-                   target=target, smooth=smooth)  # fmt: skip
-    _finish_curves(ax, x, key, target, band)
+        seeds.append(_mean_band(ax, _label(name), color, curves, band=band,
+                                target=target, smooth=smooth))  # fmt: skip
+    _finish_curves(ax, x, key, target, band, seeds)
     return fig
 
 
@@ -604,13 +677,15 @@ def plot_toy_learning_curves(
     """Exact expected reward J(θ_s) of toy runs (``toy.compare_toy``) against rollouts
     (``x="rollouts"``) or outer steps (``"step"``): mean over seeds, min–max band."""
     fig, ax = _axes(ax, figsize)
+    counts = []
     for i, (name, seeds) in enumerate(runs.items()):
         curves = [
             (_np(r.rollouts) if x == "rollouts" else np.arange(len(r.rollouts)),
              _np(r.expected_reward))
             for r in seeds
         ]  # fmt: skip
-        _mean_band(ax, _label(name), _color(name, i), curves, band=band,
-                   target=target, smooth=1)  # fmt: skip
-    _finish_curves(ax, x, r"exact expected reward $J(\theta_s)$", target, band)
+        counts.append(_mean_band(ax, _label(name), _color(name, i), curves,
+                                 band=band, target=target, smooth=1))  # fmt: skip
+    ylabel = r"exact expected reward $J(\theta_s)$"
+    _finish_curves(ax, x, ylabel, target, band, counts)
     return fig

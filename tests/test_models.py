@@ -326,3 +326,32 @@ def test_smollm2_4bit_lora_generates_a_group(smollm2_dir):
     )
     assert batch.completion_ids.shape[0] == 4
     assert all(text.strip() for text in batch.completions)
+
+
+def test_loading_prints_no_false_alarms(capfd):
+    # peft's FutureWarning and the "Writing model shards" bar are silenced at the source
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_policy("tiny")
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [
+        str(w.message) for w in caught
+    ]
+    assert "Writing model shards" not in capfd.readouterr().err
+
+
+def test_only_the_bitsandbytes_kernels_notice_is_dropped(caplog):
+    import logging
+
+    from bitsandbytes.backends.cpu import ops  # the module that logs it (any CPU)
+
+    assert ops.logger.name == "bitsandbytes.backends.cpu.ops"
+    with caplog.at_level(logging.WARNING, logger=ops.logger.name):
+        ops.logger.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please "
+            "make sure you already `pip install kernels`",
+            ModuleNotFoundError("No module named 'kernels'"),
+        )
+        ops.logger.warning("a real bitsandbytes warning")
+    assert [r.getMessage() for r in caplog.records] == ["a real bitsandbytes warning"]

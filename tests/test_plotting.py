@@ -10,8 +10,9 @@ import torch
 from matplotlib.figure import Figure
 
 from sfpo_edu import plotting
+from sfpo_edu.cli import comparison_figure
 from sfpo_edu.landscape import plane_basis, plane_grid, reposition_line, toy_step_trace
-from sfpo_edu.metrics import RunLogger, load_run
+from sfpo_edu.metrics import RunLogger, group_runs, load_run
 from sfpo_edu.params import trainable_params
 from sfpo_edu.toy import ToyBandit, compare_toy, run_toy, toy_config
 
@@ -249,3 +250,77 @@ def test_figures_do_not_pile_up_in_pyplot(toy):
     for _ in range(3):
         plotting.plot_toy_step(trace, bandit)
     assert plt.get_fignums() == []
+
+
+def test_recorded_runs_group_by_folder_and_config_and_are_labelled_by_what_they_are(
+    tmp_path,
+):
+    def rows(steps):
+        return [{"step": s, "rollouts/total": 16 * (s + 1), "reward/mean": 0.1 * s}
+                for s in range(steps)]  # fmt: skip
+
+    demo = {"num_steps": 10, "alpha": 0.8, "num_fast_steps": 3}
+    sweep = {"num_steps": 20, "num_fast_steps": 3}
+    runs = [
+        write_run(tmp_path / "demo" / "grpo", "grpo", rows(10), demo),
+        write_run(tmp_path / "demo" / "sfpo", "sfpo", rows(10), demo),
+        *[write_run(tmp_path / "sweep" / f"grpo-s{i}", "grpo", rows(20),
+                    sweep | {"alpha": 0.8, "seed": i}) for i in range(2)],
+        *[write_run(tmp_path / "sweep" / f"sfpo_a{a}-s{i}", "sfpo", rows(20),
+                    sweep | {"alpha": a, "seed": i}) for a in (0.5, 0.8) for i in range(2)],
+    ]  # fmt: skip
+    groups = group_runs(runs)
+    assert [len(g) for g in groups.values()] == [
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]  # seeds pool, folders don't
+    arms = plotting.label_arms(runs)
+    # the demo's 10-step runs never share an arm with the sweep's 20-step runs
+    assert {label: [r.path.parent.name for r in g] for label, g in arms.items()} == {
+        "GRPO, steps=10 · demo": ["demo"],
+        "SFPO α=0.8, steps=10 · demo": ["demo"],
+        "GRPO, steps=20 · sweep": ["sweep"] * 2,
+        "SFPO α=0.5, steps=20 · sweep": ["sweep"] * 2,
+        "SFPO α=0.8, steps=20 · sweep": ["sweep"] * 2,
+    }
+    sweep_only = plotting.label_arms(runs[2:])
+    assert list(sweep_only) == ["GRPO", "SFPO α=0.5", "SFPO α=0.8"]
+    assert plotting.arm_label({"algo": "grpo_multi", "alpha": 0.8}) == "GRPO×(K+1)"
+    # every arm gets a colour of its own, GRPO and the first SFPO their usual ones
+    fig = render(plotting.plot_learning_curves(arms, "reward/mean", x="step"))
+    colors = [by_gid(fig, f"mean:{label}")[0].get_color() for label in arms]
+    assert len(set(colors)) == len(arms)
+    assert colors[:2] == [plotting.ALGO_COLORS["grpo"], plotting.ALGO_COLORS["sfpo"]]
+    assert "mean over seeds" in fig.axes[0].get_title()
+
+
+def test_one_seed_curves_do_not_claim_a_mean_or_a_band(tmp_path):
+    rows = [
+        {"step": s, "rollouts/total": 8 * s, "reward/mean": 0.1 * s} for s in range(3)
+    ]
+    groups = {"grpo": [write_run(tmp_path / "g", "grpo", rows)],
+              "sfpo": [write_run(tmp_path / "s", "sfpo", rows)]}  # fmt: skip
+    title = render(plotting.plot_learning_curves(groups)).axes[0].get_title()
+    assert "mean" not in title and "shaded" not in title and "one seed" in title
+
+
+def test_demo_figure_shows_held_out_accuracy_and_sampled_reward(tmp_path):
+    config = {"num_prompts": 2, "group_size": 8, "num_eval_prompts": 32,
+              "model": "smollm2-135m", "task": "arithmetic", "num_fast_steps": 3,
+              "alpha": 0.8}  # fmt: skip
+    rows = [{"step": s, "rollouts/total": 16 * (s + 1), "reward/mean": 0.1 * s,
+             "eval/accuracy": 0.3 + 0.05 * s if s % 5 == 0 else None}
+            for s in range(11)]  # fmt: skip
+    runs = {a: write_run(tmp_path / a, a, rows, config) for a in ("grpo", "sfpo")}
+    fig = render(comparison_figure(runs))
+    acc, reward = fig.axes
+    assert "held-out greedy accuracy" in acc.get_title()
+    assert "sampled" in reward.get_title()
+    (line,) = [a for a in by_gid(fig, "mean:SFPO") if a.axes is acc]
+    assert list(line.get_xdata()) == [0, 5, 10]  # the evaluations only
+    assert len([a for a in by_gid(fig, "mean:SFPO") if a.axes is reward]) == 1
+    title = fig.get_suptitle()
+    assert "one seed" in title and "mean" not in title and "shaded" not in title

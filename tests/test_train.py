@@ -208,6 +208,11 @@ def test_cli_compare_quick_on_the_tiny_model(tmp_path, digit_task, capsys):
     assert (out / "comparison.png").stat().st_size > 0
     assert "nan" not in text  # wall time is stored with each run
     assert {p.name for p in out.iterdir()} >= {"grpo", "grpo_multi", "sfpo"}
+    # it ends by saying how to read the table and what to open next
+    closing = text[text.index("Reading the table") :]
+    assert str(out / "comparison.png") in closing
+    assert "05_train_grpo_vs_sfpo" in closing and "06_reading_the_dashboards" in closing
+    assert f"sfpo-edu eval {out / 'sfpo'}" in closing
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path):
@@ -263,6 +268,7 @@ def test_ctrl_c_in_compare_stops_the_whole_comparison(
         run = load_run(out / algo)
         assert [r["step"] for r in run.metrics] == [0, 1, 2], algo
         assert run.config["extra"]["wall_s"] > 0
+
 
 @pytest.mark.parametrize(
     ("algo", "num_minibatches"),

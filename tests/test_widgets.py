@@ -1,6 +1,8 @@
 """The explorers build, redraw when a control changes, and run in a real kernel."""
 
+import base64
 import json
+import re
 
 import matplotlib
 import numpy as np
@@ -99,6 +101,24 @@ def test_rollout_browser_escapes_text_and_follows_the_step(run_dirs):
         "&lt;script&gt;3" in explorer.shown.data
         and "&lt;script&gt;0" not in explorer.shown.data
     )
+
+
+def test_rollout_browser_left_aligns_every_cell():
+    # JupyterLab right-aligns `td`; only a style on the cell itself wins over that
+    page = widgets.samples_table(
+        [{"step": 0, "prompt": "2 + 3?", "completion": "5", "answer": "5",
+          "reward": 1.0, "advantage": 0.5}]
+    )  # fmt: skip
+    cells = re.findall(r"<t[dh][^>]*>", page)
+    assert cells and all("text-align:left" in cell for cell in cells), cells
+
+
+def test_explorers_carry_a_still_for_pages_without_a_kernel(run_dirs):
+    bundle = widgets.toy_explorer()._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    browser = widgets.rollout_browser(run_dirs[0])._repr_mimebundle_()
+    assert browser["text/html"] == widgets.rollout_browser(run_dirs[0]).shown.data
 
 
 def test_rollout_browser_without_samples_explains(tmp_path):
