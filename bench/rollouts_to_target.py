@@ -16,6 +16,20 @@ Two copies can share the work on a 2-core CPU (each run is locked while it train
     OMP_NUM_THREADS=1 python bench/rollouts_to_target.py &
     OMP_NUM_THREADS=1 python bench/rollouts_to_target.py
 
+The regime map (``--regime``): learning rates 1e-4, 3e-5, 3e-4 × five arms (GRPO,
+GRPO×(K+1), SFPO α = 0.5 and 0.8 with the ``rise`` stop rule at ω = 8 so it can fire
+within 20 steps, and GRPO at lr × (1 + αK) = 3.4 lr, "is SFPO just a bigger step?") ×
+``--seeds`` seeds on ``arithmetic-mix``, 20 steps of 2 prompts × G = 8, held-out greedy
+accuracy on 32 problems every 2 steps. Cost on the idle 2-core CPU, from
+bench/results/step_cost.json: a GRPO run about 4 minutes, a multi-pass run about 8
+(each 11 evaluations ≈ 1 minute included), so one seed of one learning rate ≈ 32
+minutes and the full 3 × 3 grid ≈ 5 hours: it spans sessions. Runs go to
+``data/runs/regime_map/lr<lr>/<arm>-s<seed>``; seeds are the outer loop, so a partial
+sweep has every cell at nearly the same seed count; ``--no-train`` reports what is done.
+
+    OMP_NUM_THREADS=1 nice -n 19 python bench/rollouts_to_target.py --regime &
+    OMP_NUM_THREADS=1 nice -n 19 python bench/rollouts_to_target.py --regime
+
 Also a toy sweep on the exact bandit over an α × K grid: rollouts until the seed-mean
 J reaches 0.8 and J after 100 outer steps.
 Writes ``bench/results/rollouts_to_target.json``.
@@ -182,6 +196,97 @@ def llm_sweep(
     return report
 
 
+# The regime map (issue: when does SFPO beat GRPO?). Per learning rate: GRPO, GRPO×(K+1),
+# SFPO α = 0.5 and 0.8 with the stop rule able to fire (ω fits the run), and GRPO at the
+# learning rate scaled by SFPO's path length 1 + αK (α = 0.8): "is SFPO just a bigger step?"
+REGIME_TASK = "arithmetic-mix"  # SmolLM2 starts near 23%: room to learn for 20+ steps
+REGIME_LRS = [1e-4, 3e-5, 3e-4]  # the most informative first
+REGIME_ARMS = {
+    "grpo": {"algo": "grpo"},
+    "grpo_multi": {"algo": "grpo_multi"},
+    "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5, "stop_rule": "rise", "stop_window": 8},
+    "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8, "stop_rule": "rise", "stop_window": 8},
+    "grpo_lr_x3.4": {"algo": "grpo", "lr_scale": 1 + 0.8 * 3},
+}
+
+
+def regime_runs(
+    args: argparse.Namespace, base: dict[str, Any]
+) -> dict[str, dict[str, list[Any]]]:
+    """Train (or reuse) every run of the regime grid that this process can take, in
+    order: seeds outer, then learning rates, then arms, so an interrupted sweep has
+    spread its runs evenly. Returns the finished runs per learning rate and arm."""
+    runs_dir = Path(args.runs_dir)
+    done: dict[str, dict[str, list[Any]]] = {}
+    for s in range(args.seeds):
+        for lr in REGIME_LRS:
+            for name, arm in REGIME_ARMS.items():
+                arm = dict(arm)
+                cfg_lr = lr * arm.pop("lr_scale", 1.0)
+                cfg = SFPOConfig(**(base | arm | {"lr": cfg_lr, "seed": s}))
+                run_dir = runs_dir / f"lr{lr:g}" / f"{name}-s{s}"
+                if args.no_train:
+                    run = (
+                        load_run(run_dir) if finished(run_dir, cfg.num_steps) else None
+                    )
+                else:
+                    run = train_arm(cfg, run_dir)
+                if run is not None:
+                    done.setdefault(f"{lr:g}", {}).setdefault(name, []).append(run)
+    return done
+
+
+def ratio(grpo_reach: float | None, reach: float | None) -> float | None:
+    """GRPO's rollouts to its best over an arm's (None: the arm never got there)."""
+    if reach is None or grpo_reach is None:
+        return None
+    return grpo_reach / reach if reach else (1.0 if not grpo_reach else float("inf"))
+
+
+def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
+    """Per learning rate and arm: best and final held-out accuracy (mean, min, max over
+    the seeds finished so far), rollouts to GRPO's best at that learning rate as a ratio,
+    final entropy, and the step where the stop rule fired."""
+    report: dict[str, Any] = {}
+    print(f"\n{'lr':<8}{'arm':<14}{'seeds':>6}{'best (min-max)':>22}{'final (min-max)':>22}"
+          f"{'× fewer rollouts':>18}{'entropy':>9}{'stop at':>10}")  # fmt: skip
+    for lr, arms in done.items():
+        if "grpo" not in arms:
+            continue
+        xs, grpo = eval_curve(arms["grpo"])
+        grpo_mean = [sum(v) / len(v) for v in zip(*grpo, strict=True)]
+        target = max(smooth(grpo_mean))
+        grpo_reach = first_reach(xs, smooth(grpo_mean), target)
+        report[lr] = {"target_heldout_accuracy": target, "arms": {}}
+        for name, runs in arms.items():
+            xs, seeds = eval_curve(runs)
+            mean = [sum(v) / len(v) for v in zip(*seeds, strict=True)]
+            reach = first_reach(xs, smooth(mean), target)
+            best, final = [max(v) for v in seeds], [v[-1] for v in seeds]
+            stops = [next((r["step"] for r in run.metrics if r.get("sfpo/stopped")), None)
+                     for run in runs]  # fmt: skip
+            cell = {
+                "seeds": len(runs),
+                "best": {"mean": sum(best) / len(best), "min": min(best), "max": max(best)},
+                "final": {"mean": sum(final) / len(final), "min": min(final),
+                          "max": max(final)},
+                "rollouts_to_target": reach,
+                "fewer_rollouts_than_grpo": ratio(grpo_reach, reach),
+                "entropy_last5": tail_mean(runs, "sfpo/entropy"),
+                "zero_std_groups_last5": tail_mean(runs, "reward/frac_zero_std"),
+                "stop_rule_fired_at": stops,
+                "curve": {"rollouts": xs, "mean": mean, "seeds": seeds},
+            }  # fmt: skip
+            report[lr]["arms"][name] = cell
+            b, f, x = cell["best"], cell["final"], cell["fewer_rollouts_than_grpo"]
+            print(f"{lr:<8}{name:<14}{len(runs):>6}{b['mean']:>8.3f} ({b['min']:.2f}-{b['max']:.2f})"
+                  f"{f['mean']:>10.3f} ({f['min']:.2f}-{f['max']:.2f})"
+                  f"{(f'{x:.2f}' if x else 'never'):>18}"
+                  f"{nan_if_none(cell['entropy_last5']):>9.2f}"
+                  f"{str([s for s in stops if s is not None] or '-'):>10}")  # fmt: skip
+    return report
+
+
 def toy_sweep(
     alphas: list[float],
     ks: list[int],
@@ -231,7 +336,16 @@ def main() -> None:
                         help="seeds for the arms with α other than 0.8 (lower it for a "
                              "cheaper sweep: an SFPO run takes about 12 minutes on a "
                              "2-core CPU)")  # fmt: skip
-    parser.add_argument("--runs-dir", default="data/runs/rollouts_to_target")
+    parser.add_argument("--regime", action="store_true",
+                        help="the regime map: learning rates × arms (GRPO, GRPO×(K+1), "
+                             "SFPO α 0.5/0.8 with the stop rule, GRPO at lr × (1 + αK)) "
+                             "on --task; writes bench/results/regime_map.json")  # fmt: skip
+    parser.add_argument("--task", default=None, help="regime map task (default below)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="only report the runs already finished")  # fmt: skip
+    parser.add_argument("--runs-dir", default=None,
+                        help="default: data/runs/rollouts_to_target, or "
+                             "data/runs/regime_map with --regime")  # fmt: skip
     parser.add_argument("--out-dir", default=None, help="default: bench/results")
     args = parser.parse_args()
     # The demo's batch (2 prompts × G = 8); everything else is the SFPOConfig default.
@@ -241,6 +355,19 @@ def main() -> None:
             "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8},
             "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5},
             "sfpo_a0.3": {"algo": "sfpo", "alpha": 0.3}}  # fmt: skip
+    if args.regime:
+        args.runs_dir = args.runs_dir or "data/runs/regime_map"
+        base |= dict(task=args.task or REGIME_TASK, stop_threshold=1.0)
+        if args.quick:
+            base |= dict(model="tiny", num_steps=2, num_prompts=2, group_size=4,
+                         max_new_tokens=6, eval_every=1, num_eval_prompts=4,
+                         save_every=1)  # fmt: skip
+        report = regime_report(regime_runs(args, base))
+        write_result("regime_map" + ("_quick" if args.quick else ""),
+                     {"config": base, "lrs": REGIME_LRS, "arms": REGIME_ARMS,
+                      "planned_seeds": args.seeds, "map": report}, args.out_dir)  # fmt: skip
+        return
+    args.runs_dir = args.runs_dir or "data/runs/rollouts_to_target"
     alphas, ks, toy_seeds = [0.3, 0.5, 0.8, 1.0], [1, 3, 5], 10
     if args.quick:
         args.seeds, alphas, ks, toy_seeds = 1, [0.5, 1.0], [1, 3], 3

@@ -132,7 +132,8 @@ class SFPOConfig:
 
     task: str = "arithmetic"
     """Training task: ``arithmetic`` (a + b, a, b in 1..20: SmolLM2-135M starts near 25%),
-    ``arithmetic-hard``, ``gsm8k``, ``reasoning_gym:<name>`` or a path to a JSONL file
+    ``arithmetic-hard``, ``arithmetic-mix`` (the regime map's), ``gsm8k``,
+    ``reasoning_gym:<name>`` or a path to a JSONL file
     with ``prompt`` and ``answer`` fields."""
 
     reward_scheme: str = "binary"

@@ -13,6 +13,10 @@ The trainer needs one call::
   GRPO has signal from the first step.
 - ``"arithmetic-hard"``: + and - on numbers in 1..50, two operations
   (``"What is 31 - 7 + 44? ..."``).
+- ``"arithmetic-mix"``: every other problem is a + b with a, b in 1..20, the rest
+  a + b or a − b with a, b in 1..50. SmolLM2-135M-Instruct starts near 23% greedy
+  held-out accuracy (33% and 12% on the halves), and the harder half keeps a run
+  from saturating within 20-30 steps: the regime map's task.
 - a path ending in ``.jsonl``: one ``{"prompt": ..., "answer": ...}`` object a line.
 - ``"gsm8k"``: grade-school word problems from the Hugging Face hub (online only;
   offline, use ``load_gsm8k(path=...)`` on a local copy).
@@ -331,6 +335,12 @@ def load_task(
         return arithmetic_problems(
             n, seed=seed, split=split, max_operand=50, ops=("+", "-"), num_steps=2
         )
+    if task == "arithmetic-mix":
+        easy = arithmetic_problems(n - n // 2, seed=seed, split=split)
+        harder = arithmetic_problems(
+            n // 2, seed=seed, split=split, max_operand=50, ops=("+", "-")
+        )
+        return [p for pair in itertools.zip_longest(easy, harder) for p in pair if p]
     if task.endswith(".jsonl"):
         return _deal(load_jsonl(task), n, random.Random(seed))
     if task == "gsm8k":
@@ -343,7 +353,8 @@ def load_task(
             name, n, seed=seed if split == "train" else seed + 1_000_003
         )
     raise ValueError(
-        f"unknown task {task!r}; use 'arithmetic', 'arithmetic-hard', a path ending "
+        f"unknown task {task!r}; use 'arithmetic', 'arithmetic-hard', "
+        "'arithmetic-mix', a path ending "
         "in '.jsonl', 'gsm8k', or 'reasoning_gym:<name>' (e.g. "
         "'reasoning_gym:chain_sum')."
     )

@@ -228,6 +228,12 @@ def test_load_task_dispatch(monkeypatch) -> None:
     assert load_task("arithmetic", 8, seed=2) == arithmetic_problems(8, seed=2)
     hard = load_task("arithmetic-hard", 8, split="heldout")
     assert all(len(_expression(p).split(" ")) == 5 for p in hard)
+    mix = load_task("arithmetic-mix", 9, seed=3, split="heldout")
+    assert mix[::2] == arithmetic_problems(5, seed=3, split="heldout")
+    assert mix[1::2] == arithmetic_problems(
+        4, seed=3, split="heldout", max_operand=50, ops=("+", "-")
+    )
+    assert not set(mix) & set(load_task("arithmetic-mix", 400, seed=3))
     from_file = load_task(str(DATA / "arithmetic_heldout.jsonl"), 100, seed=1)
     assert len(from_file) == 100 and len(set(from_file)) == 64
 
