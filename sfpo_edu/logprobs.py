@@ -6,7 +6,8 @@ memory-hungry step of an update: the model's logits are (B, L, V) floats, and wi
 V = 49 152 (SmolLM2) or 151 936 (Qwen) a single copy of them can be larger than the
 model. So `per_token_logps`
 
-1. asks the model for logits at completion positions only (`logits_to_keep`),
+1. asks the model for logits at completion positions only (`logits_to_keep`), and
+   reads each group's shared prompt once (rollouts repeat a prompt G times),
 2. divides by the temperature in place and never builds a full log-softmax:
    log π(o_t) = z[o_t] − logsumexp(z), reduced one chunk of sequences at a time,
 3. computes the entropy (when asked) chunk by chunk too, recomputing the
@@ -130,7 +131,16 @@ def _entropy(z: Tensor, log_z: Tensor) -> Tensor:
 def _forward(
     model: torch.nn.Module, batch: RolloutBatch, logits_to_keep: int
 ) -> Tensor:
-    """Logits of the last `logits_to_keep` positions of prompt + completion."""
+    """Logits of the last `logits_to_keep` positions of prompt + completion.
+
+    When the rows come in groups of G that share one prompt (as rollouts do) and only
+    the completion's logits are asked for, each prompt is read once and its key/value
+    cache repeated for its G rows (`_forward_shared_prompts`): the same logits up to
+    float rounding, with the prompt positions computed N = B / G times instead of B.
+    """
+    T = batch.completion_ids.shape[1]
+    if logits_to_keep == T + 1 and _prompts_shared(batch, model):
+        return _forward_shared_prompts(model, batch)
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (B, P+T)
     attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
     output = model(
@@ -140,6 +150,50 @@ def _forward(
         use_cache=False,
     )
     return output.logits  # (B, logits_to_keep or P + T, V)
+
+
+def _forward_shared_prompts(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+    """Logits at the last prompt position and every completion position, (B, T + 1, V).
+
+    1. read the N distinct prompts once (with grad: LoRA on k and v moves the prompt's
+       keys and values too), keeping their key/value cache;
+    2. repeat the cache G times (repeat_interleave: backward sums the G gradients);
+    3. read the B completions against it, at the positions they had in the sequence.
+    """
+    G = batch.group_size
+    ids, mask = batch.prompt_ids[::G], batch.prompt_mask[::G]  # (N, P)
+    # left padding does not count: the first real token is at position 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, P)
+    prompt = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                   use_cache=True, logits_to_keep=1)  # fmt: skip
+    # transformers ≥ 5.23 names the key/value cache `cache`, 5.0 `past_key_values`
+    name = "cache" if "cache" in prompt else "past_key_values"
+    prompt[name].batch_repeat_interleave(G)  # N → B rows
+    T = batch.completion_ids.shape[1]
+    start = positions[:, -1:].repeat_interleave(G, dim=0) + 1  # (B, 1)
+    completion = model(
+        input_ids=batch.completion_ids,  # (B, T)
+        attention_mask=torch.cat([batch.prompt_mask, batch.completion_mask], dim=1),
+        position_ids=start + torch.arange(T, device=start.device),  # (B, T)
+        use_cache=True,
+        **{name: prompt[name]},
+    )
+    first = prompt.logits.repeat_interleave(G, dim=0)  # (B, 1, V) predicts token 0
+    return torch.cat([first, completion.logits], dim=1)  # (B, T + 1, V)
+
+
+def _prompts_shared(batch: RolloutBatch, model: torch.nn.Module) -> bool:
+    """Rows in consecutive groups of G > 1 with one prompt each, and a model that can
+    return its cache here (gradient checkpointing in training mode turns it off)."""
+    G, (B, P) = batch.group_size, batch.prompt_ids.shape
+    if G <= 1 or B % G or P < 1:
+        return False
+    if model.training and any(
+        getattr(m, "gradient_checkpointing", False) for m in model.modules()
+    ):
+        return False
+    grouped = batch.prompt_ids.view(B // G, G, P)  # (N, G, P)
+    return bool((grouped == grouped[:, :1]).all())
 
 
 def _check(temperature: float, chunk_size: int) -> None:

@@ -185,3 +185,41 @@ def test_4bit_policy_gradients_reach_the_adapters():
 def test_bad_arguments(policy, batch, kwargs, match):
     with pytest.raises(ValueError, match=match):
         per_token_logps(policy.model, batch, **kwargs)
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_each_prompt_is_read_once_per_group(quantization, monkeypatch):
+    """Rollout batches repeat each prompt G times: the forward reads it once and
+    repeats its key/value cache, with the same log-probs and gradients as reading
+    every row in full (the naive reference)."""
+    import sfpo_edu.logprobs as logprobs
+
+    policy = load_policy("tiny", quantization=quantization, seed=0)
+    with torch.no_grad():
+        for name, param in policy.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    batch = generate_rollouts(policy, PROMPTS, group_size=4, max_new_tokens=12, seed=0)
+    rows = []
+    forward = logprobs._forward_shared_prompts
+    monkeypatch.setattr(logprobs, "_forward_shared_prompts",
+                        lambda m, b: rows.append(len(b)) or forward(m, b))  # fmt: skip
+    logps, _ = per_token_logps(policy.model, batch)
+    assert rows == [len(PROMPTS) * 4]  # the shared path ran
+    ref, _ = per_token_logps_naive(policy.model, batch)
+    torch.testing.assert_close(logps, ref, atol=1e-5, rtol=1e-5)
+    params, mask = _trainable(policy), batch.completion_mask
+    grads = torch.autograd.grad(
+        (per_token_logps(policy.model, batch)[0] * mask).sum(), params
+    )
+    ref_grads = torch.autograd.grad(
+        (per_token_logps_naive(policy.model, batch)[0] * mask).sum(), params
+    )
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+    # rows that do not share a prompt take the plain forward
+    batch.prompt_ids = batch.prompt_ids.roll(1, dims=0)
+    batch.prompt_mask = batch.prompt_mask.roll(1, dims=0)
+    rows.clear()
+    per_token_logps(policy.model, batch)
+    assert rows == []
