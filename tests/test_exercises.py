@@ -157,7 +157,7 @@ def test_the_reposition_remark_on_an_inexact_alpha_1(capsys):
 
 def test_sfpo_points_agrees_with_sfpo_update():
     # the reference of the drawing exercise ends where the library's update does
-    theta_0, grad = quadratic(3, dim=2)
+    theta_0, grad = torch.tensor([1.0, -1.0]), quadratic(3)
     _, _, theta_next = exercises.check_sfpo_points.reference(theta_0, grad, 0.2, 4, 0.6)
     expected = sfpo_sgd_step(theta_0, grad, 4, 0.6, 0.2)
     torch.testing.assert_close(theta_next, expected, rtol=1e-6, atol=1e-6)

@@ -123,7 +123,9 @@ class Exercise:
             )
         return None
 
-    def explain(self, case: Case, expected: Any, got: Any = None, error: Any = None) -> str | None:  # fmt: skip
+    def explain(
+        self, case: Case, expected: Any, got: Any = None, error: Any = None
+    ) -> str | None:
         """The hint of the first known mistake that fails ``case`` as the student did:
         with the same wrong answer, or with the same error."""
         for hint, wrong in self.mistakes.items():
@@ -148,11 +150,10 @@ class Exercise:
             got = float(got) if getattr(got, "numel", lambda: 1)() == 1 else got
         if isinstance(expected, np.ndarray) and isinstance(got, list):
             got = np.asarray(got, dtype=float)
-        tolerance = (
-            dict(atol=0.0, rtol=0.0) if exact else dict(atol=self.atol, rtol=self.rtol)
-        )
+        atol, rtol = (0.0, 0.0) if exact else (self.atol, self.rtol)
+        options = dict(atol=atol, rtol=rtol, equal_nan=True, check_dtype=False)
         try:
-            torch.testing.assert_close(got, expected, **tolerance, equal_nan=True, check_dtype=False)  # fmt: skip
+            torch.testing.assert_close(got, expected, **options)
         except (AssertionError, TypeError, ValueError) as err:
             problem = " ".join(str(err).split())
             for i, name in enumerate(self.names):

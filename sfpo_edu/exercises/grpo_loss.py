@@ -87,11 +87,11 @@ check_clipped_surrogate = Exercise(
         "alone is wrong when clipping would increase the loss.": lambda *a: (
             -_terms(*a)[1]
         ),
-        "the ratio is exp(per_token_logps − old_per_token_logps).": lambda lp, old, a, e: (
-            -(lp - old) * a.unsqueeze(1)
+        "the ratio is exp(per_token_logps − old_per_token_logps).": lambda lp, o, a, e: (
+            -(lp - o) * a.unsqueeze(1)
         ),
-        "advantages has shape (B,) and the ratios (B, T): advantages.unsqueeze(1), of "
-        "shape (B, 1), gives each row's advantage to all its tokens.": lambda lp, o, a, e: (
+        "advantages (B,) and ratios (B, T): advantages.unsqueeze(1), of shape (B, 1), "
+        "gives each row's advantage to all its tokens.": lambda lp, o, a, e: (
             -torch.exp(lp - o) * a
         ),
     },
@@ -106,16 +106,16 @@ def toy_bandit(theta: Tensor, features: Tensor, rewards: Tensor | None = None) -
     return bandit
 
 
-def _toy_gradient(theta: Tensor, features: Tensor, actions: Tensor, adv: Tensor) -> Tensor:  # fmt: skip
+def _toy_gradient(theta: Tensor, f: Tensor, actions: Tensor, adv: Tensor) -> Tensor:
     """∇L(θ₀) by autograd through the toy's own GRPO loss (token mean, ε = 0.2)."""
-    bandit, B = toy_bandit(theta, features), len(actions)
+    bandit, B = toy_bandit(theta, f), len(actions)
     old = bandit.log_probs().detach()[actions].unsqueeze(1)  # (B, 1): at θ₀, ρ = 1
     batch = ToyBatch(actions, torch.zeros(B), adv, old, torch.ones(B, 1), B)
     loss, _ = bandit.make_loss_fn(toy_config())(batch)
     return torch.autograd.grad(loss, bandit.theta)[0]  # (2,)
 
 
-def _gradient_case(label: str, theta: tuple, actions: list | tuple, **arms: Any) -> tuple:  # fmt: skip
+def _pg(label: str, theta: tuple, actions: list | tuple, **arms: Any) -> tuple:
     """A row (label, θ, features, actions, advantages): ``actions`` with their group
     advantages (raw rewards if the label says so), or an (N, G) batch sampled."""
     bandit = ToyBandit(theta, **arms)
@@ -136,30 +136,19 @@ check_toy_policy_gradient = Exercise(
     "φ_b). Reference: autograd through ToyBandit.make_loss_fn (token mean, ε = 0.2).",
     _toy_gradient,
     lambda: table(
-        _gradient_case(
-            "hand-made: the default bandit, one group of 4", (0.5, -0.5), [3, 0, 2, 3]
-        ),
-        _gradient_case("random: 2 groups of 8", (1.0, 0.3), (2, 8)),
-        _gradient_case(
-            "random: 3 arms, θ far from 0", (2.0, -1.0), (3, 4), **_THREE_ARMS
-        ),
-        _gradient_case(
-            "degenerate: all rewards equal (zero advantages)", (0.5, -0.5), [3] * 4
-        ),
-        _gradient_case(
-            "hand-made: raw rewards as advantages (not zero-mean)",
-            (0.5, -0.5),
-            [3, 0, 2, 2],
-        ),
-    ),  # fmt: skip
+        _pg("hand-made: the default bandit, one group", (0.5, -0.5), [3, 0, 2, 3]),
+        _pg("random: 2 groups of 8", (1.0, 0.3), (2, 8)),
+        _pg("random: 3 arms, θ far from 0", (2.0, -1.0), (3, 4), **_THREE_ARMS),
+        _pg("degenerate: equal rewards, Â = 0", (0.5, -0.5), [3] * 4),
+        _pg("hand-made: raw rewards as Â (not zero-mean)", (0.5, -0.5), [3, 0, 2, 2]),
+    ),
     {
         "the sign is flipped: this is the gradient of the LOSS, −mean(Â ∇log π).": (
             lambda *a: -_toy_gradient(*a)
         ),
-        "∇log π_θ(a) is φ_a MINUS the policy's mean feature Σ_b π_θ(b) φ_b (the "
-        "softmax's normaliser depends on θ too). You only got away with it while the "
-        "advantages summed to 0.": lambda theta, f, actions, adv: (
-            -(adv.unsqueeze(1) * f[actions]).mean(0)
+        "∇log π_θ(a) is φ_a MINUS the mean feature Σ_b π_θ(b) φ_b (the softmax's "
+        "normaliser depends on θ too); without it you are right only while Σ Â = 0.": (
+            lambda theta, f, actions, adv: -(adv.unsqueeze(1) * f[actions]).mean(0)
         ),
     },
 )
@@ -205,69 +194,53 @@ check_aggregate = Exercise(
     },
 )
 
-_HALF_QUARTER = torch.log(torch.tensor([[0.5, 0.25]]))
+_LOGP = torch.tensor([[0.5, 0.25]]).log()
 check_kl_k3 = Exercise(
     "k3 KL estimate",
     "fn(per_token_logps, ref_per_token_logps) -> kl (B, T): exp(r) − r − 1, r = "
     "log π_ref − log π_θ. Reference: losses.kl_k3.",
     losses.kl_k3,
     lambda: table(
-        ("hand-made: equal log-probs give 0", _HALF_QUARTER, _HALF_QUARTER),
+        ("hand-made: equal log-probs give 0", _LOGP, _LOGP),
+        ("hand-made: π_θ = (0.5, 0.25), π_ref the reverse", _LOGP, _LOGP.flip(-1)),
+        ("random: B = 3, T = 5", *(-4 * torch.rand(2, 3, 5, generator=gen(9)))),
         (
-            "hand-made: π_θ = 0.5, π_ref = 0.25 and the reverse",
-            _HALF_QUARTER,
-            _HALF_QUARTER.flip(-1),
-        ),
-        (
-            "random: B = 3, T = 5",
-            -4 * torch.rand(3, 5, generator=gen(9)),
-            -4 * torch.rand(3, 5, generator=gen(10)),
-        ),
-        (
-            "degenerate: a very unlikely token under π_ref",
+            "degenerate: π_ref(o) ≈ 6e-6",
             torch.tensor([[-0.1]]),
             torch.tensor([[-12.0]]),
         ),
-    ),  # fmt: skip
+    ),
     {
         "r = log π_ref − log π_θ (reference minus current), not the reverse.": (
             lambda p, ref: losses.kl_k3(ref, p)
         ),
-        "that is the k1 estimate (a log-ratio, can be negative); k3 is exp(r) − r − 1.": (
+        "that is k1 (a log-ratio, can be negative); k3 is exp(r) − r − 1.": (
             lambda p, ref: p - ref
         ),
     },
 )
 
 
-def _reward_case(label: str, theta: tuple, **arms: Any) -> tuple:
+def _bandit(label: str, theta: tuple, **arms: Any) -> tuple:
     """A row (label, θ, features, arm rewards) of a ToyBandit."""
     bandit = ToyBandit(theta, **arms)
     return label, bandit.theta.detach(), bandit.features, bandit.arm_rewards
 
 
+_SAME = dict(arm_rewards=(0.5,) * 6)
+_THREE = dict(arm_angles_deg=(10.0, 130.0, 250.0), arm_rewards=(0.2, 0.9, 0.4))
 check_toy_expected_reward = Exercise(
     "toy expected reward",
     "fn(theta, features, arm_rewards) -> J(θ) = Σ_a softmax(features @ θ)_a r_a, 0-dim. "
     "Reference: ToyBandit.expected_reward.",
     lambda theta, f, r: toy_bandit(theta, f, r).expected_reward(),
     lambda: table(
-        _reward_case("hand-made: the default bandit at its start", (0.5, -0.5)),
-        _reward_case("hand-made: θ = 0 (uniform policy)", (0.0, 0.0)),
-        _reward_case(
-            "random: 3 arms",
-            (1.3, -0.4),
-            arm_angles_deg=(10.0, 130.0, 250.0),
-            arm_rewards=(0.2, 0.9, 0.4),
-        ),
-        _reward_case(
-            "degenerate: a huge θ (the softmax is one-hot; needs stability)",
-            (800.0, 0.0),
-        ),
-        _reward_case(
-            "degenerate: all arms pay the same", (0.3, 2.0), arm_rewards=(0.5,) * 6
-        ),
-    ),  # fmt: skip
+        _bandit("hand-made: the default bandit at its start", (0.5, -0.5)),
+        _bandit("hand-made: θ = 0 (uniform policy)", (0.0, 0.0)),
+        _bandit("random: 3 arms", (1.3, -0.4), **_THREE),
+        _bandit("degenerate: a huge θ (one-hot softmax: be stable)", (800.0, 0.0)),
+        _bandit("degenerate: all arms pay the same", (0.3, 2.0), **_SAME),
+    ),
     {
         "turn the logits into probabilities first: torch.softmax.": lambda t, f, r: (
             (f @ t) @ r

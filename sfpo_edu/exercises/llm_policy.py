@@ -43,12 +43,19 @@ def _per_token_logps(logits: Tensor, ids: Tensor, temperature: float) -> Tensor:
         return per_token_logps(_FixedLogits(padded), batch, temperature=temperature)[0]
 
 
+def _random_logits(B: int, T: int, V: int) -> tuple[Tensor, Tensor]:
+    """Logits (B, T, V) of std 3 and the ids (B, T) they predict."""
+    ids = torch.randint(0, V, (B, T), generator=gen(5))
+    return 3 * torch.randn(B, T, V, generator=gen(4)), ids
+
+
 def _pick(x: Tensor, ids: Tensor) -> Tensor:
     """x[b, t, ids[b, t]]: (B, T, V) → (B, T)."""
     return x.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
 
 
 _HAND = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # (1, 2, 3)
+_HUGE = torch.tensor([[[1000.0, 0, -1000]]])  # (1, 1, 3)
 check_per_token_logps = Exercise(
     "per-token log-probs",
     "fn(logits, completion_ids, temperature) -> per_token_logps (B, T): logits (B, T, "
@@ -58,19 +65,9 @@ check_per_token_logps = Exercise(
     lambda: table(
         ("hand-made: B = 1, T = 2, V = 3, T° = 1", _HAND, torch.tensor([[0, 2]]), 1.0),
         ("hand-made: the same at temperature 0.5", _HAND, torch.tensor([[0, 2]]), 0.5),
-        (
-            "random: B = 3, T = 4, V = 11, T° = 0.7",
-            3 * torch.randn(3, 4, 11, generator=gen(4)),
-            torch.randint(0, 11, (3, 4), generator=gen(5)),
-            0.7,
-        ),
-        (
-            "degenerate: huge logits (needs a stable log-softmax)",
-            torch.tensor([[[1000.0, 0, -1000]]]),
-            torch.tensor([[1]]),
-            1.0,
-        ),
-    ),  # fmt: skip
+        ("random: B = 3, T = 4, V = 11, T° = 0.7", *_random_logits(3, 4, 11), 0.7),
+        ("degenerate: huge logits (be stable)", _HUGE, torch.tensor([[1]]), 1.0),
+    ),
     {
         "divide the logits by the temperature BEFORE the log-softmax.": lambda lg, i, t: (
             _pick(torch.log_softmax(lg, -1), i)
@@ -97,6 +94,11 @@ def _completion_mask(ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
     return mask_after_eos(ids, eos_ids, pad_id=0)[1:]
 
 
+_IDS = torch.tensor(
+    [[5, 9, 3, 3], [5, 6, 7, 9], [1, 2, 3, 4], [4, 8, 9, 9], [9, 9, 1, 2]]
+)
+
+
 def _eos(ids: Tensor, eos_ids: list[int]) -> Tensor:
     """1 where a token is an EOS, (B, T)."""
     return torch.isin(ids, torch.tensor(eos_ids)).long()
@@ -109,19 +111,11 @@ check_completion_mask = Exercise(
     "bool is True for rows with no EOS. Reference: rollouts.mask_after_eos.",
     _completion_mask,
     lambda: table(
-        (
-            "hand-made: EOS = 9 in the middle, at the end, nowhere",
-            torch.tensor([[5, 9, 3, 3], [5, 6, 7, 9], [1, 2, 3, 4]]),
-            [9],
-        ),
-        (
-            "hand-made: two EOS ids, the first one counts",
-            torch.tensor([[4, 8, 9, 9], [9, 9, 1, 2]]),
-            [8, 9],
-        ),
+        ("hand-made: EOS 9 in the middle, at the end, nowhere", _IDS[:3], [9]),
+        ("hand-made: two EOS ids, the first one counts", _IDS[3:], [8, 9]),
         ("random: B = 6, T = 7", torch.randint(0, 6, (6, 7), generator=gen(6)), [5]),
         ("degenerate: every row truncated", torch.ones(2, 3, dtype=torch.long), [0]),
-    ),  # fmt: skip
+    ),
     {
         "the EOS token itself is part of the completion: keep it in.": lambda ids, e: (
             (_eos(ids, e).cumsum(1) == 0).long(),

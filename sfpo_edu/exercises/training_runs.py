@@ -41,7 +41,9 @@ def _z(latest: float, window: Sequence[float], ddof: int = 0) -> float:
     return (latest - np.mean(window)) / (np.std(window, ddof=ddof) + 1e-9)
 
 
-def _first_fire(entropies: list[float], rule: str, window: int, threshold: float) -> int | None:  # fmt: skip
+def _first_fire(
+    entropies: list[float], rule: str, window: int, threshold: float
+) -> int | None:
     """The step at which ``StopRule`` fires, driven as ``sfpo.update`` drives it."""
     stop = StopRule(rule=rule, window=window, threshold=threshold)
     for s in range(len(entropies) + 1):
@@ -52,7 +54,9 @@ def _first_fire(entropies: list[float], rule: str, window: int, threshold: float
     return None
 
 
-def _fires_at(h: list[float], rule: str, w: int, t: float, late: int = 0, first: int = 0) -> int | None:  # fmt: skip
+def _fires_at(
+    h: list[float], rule: str, w: int, t: float, late: int = 0, first: int = 0
+) -> int | None:
     """The first s whose z of H[s − 1 + late] in its window fires (from ``first``)."""
     for s in range(first, len(h) + 1 - late):
         z = _z(h[s - 1 + late], h[max(0, s - w + late) : s + late])
@@ -96,7 +100,7 @@ check_optimizer_steps = Exercise(
     "off. Reference: optimizer.step() calls in sfpo.update on the toy.",
     lambda algo, K, M, stopped: _toy_update(
         algo, stopped, num_fast_steps=K, num_minibatches=M, num_prompts=M, group_size=2
-    )[1],  # fmt: skip
+    )[1],
     lambda: table(
         ("hand-made: GRPO", "grpo", 3, 1, False),
         ("hand-made: GRPO×(K+1), K = 3", "grpo_multi", 3, 1, False),
@@ -176,7 +180,7 @@ check_stop_step = Exercise(
             1.5,
         ),
         ("degenerate: never before ω values exist", [1.0, 5.0, 1.0], "abs", 5, 0.1),
-    ),  # fmt: skip
+    ),
     {
         "the check at step s happens BEFORE step s's update, so it sees only H_0 … "
         "H_{s−1}: one step later than the entropy's index.": lambda h, rule, w, t: (
@@ -198,7 +202,7 @@ check_rollouts_per_step = Exercise(
             algo=algo,
             num_steps=1,
         ).rollouts[1]
-    ),  # fmt: skip
+    ),
     lambda: table(
         ("hand-made: GRPO, 1 prompt × G = 8", "grpo", 1, 8, 3),
         ("hand-made: SFPO, K = 3", "sfpo", 1, 8, 3),
