@@ -1,21 +1,18 @@
 """The grader: run a student's function on an exercise's cases and explain a failure.
 
-An ``Exercise`` is data: a reference function with the student's signature (the
-library's own wherever it has one), the cases to call both on, and the common mistakes
-as (wrong function, hint) pairs. ``check(fn)`` calls ``fn`` on every case and compares
-its answer with the reference's. At the first failure it prints the input, the expected
-and the returned value (with shapes and dtypes) and what differs; then it runs each
-known mistake on that case, and the first one that gives the student's answer (or
-raises the student's error) shows its hint. It never raises, so an unfinished skeleton
-(``NotImplementedError``) does not stop a notebook, and it returns None, so a cell
-shows only the feedback. ``check.grade(fn)`` does the same and returns True / False.
+An ``Exercise`` is a reference function (the library's wherever it has one), its cases
+and its common mistakes: each hint with the wrong function it explains. For the first
+case ``fn`` fails, ``check(fn)`` prints the input, the expected and the returned value
+(shapes and dtypes), what differs, and the hint of the first mistake that answers (or
+raises) as ``fn`` did. It never raises and returns None, so a notebook cell shows only
+the feedback; ``check.grade(fn)`` returns True / False.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import sfpo_edu
+
 
 @dataclass
 class Case:
-    """One call ``fn(*args)``. ``exact``: the answer must match bit for bit. A case
-    with a ``note`` is a remark, not a test: tried once all others pass, it prints the
-    note when the answer is not bit for bit the reference's."""
+    """One call ``fn(*args)``; ``exact``: bit for bit. A case with a ``note`` is a
+    remark: once all others pass, the note shows if the answer is not exact."""
 
     label: str  # "hand-made: …", "random: …" or "degenerate: …"
     args: tuple
@@ -37,7 +35,7 @@ class Case:
     note: str | None = None
 
 
-def table(rows: Sequence[tuple]) -> list[Case]:
+def table(*rows: tuple) -> list[Case]:
     """Cases from rows ``(label, *args)``."""
     return [Case(label, tuple(args)) for label, *args in rows]
 
@@ -55,7 +53,7 @@ class Exercise:
     task: str  # what the student writes; the check's docstring
     reference: Callable[..., Any]
     cases: Callable[[], list[Case]]  # built when checking, not at import
-    mistakes: list[tuple[Callable[..., Any], str]]  # (wrong function, its hint)
+    mistakes: dict[str, Callable[..., Any]]  # hint → the wrong function it explains
     names: tuple[str, ...] = ()  # of the parts of a tuple answer, for messages
     in_place: bool = False  # fn changes its first argument, which is the answer
     atol: float = 1e-5
@@ -70,227 +68,152 @@ class Exercise:
     def grade(self, fn: Any) -> bool:
         """Print feedback on ``fn``; True when every case passes."""
         if not callable(fn):
-            print(f"✗ {self.title}: expected a function, got {fmt(fn)}.")
+            print(f"✗ {self.title}: expected a function, got {show(fn)}.")
             return False
         with torch.random.fork_rng(devices=[]):  # some references seed torch
-            return self._grade(fn, getattr(fn, "__name__", "your function"))
-
-    def answer(self, fn: Callable[..., Any], case: Case) -> tuple[Any, tuple]:
-        """fn's answer on a fresh copy of the case's arguments, and those arguments."""
-        args = tuple(_clone(a) for a in case.args)
-        got = fn(*args)
-        return (args[0] if self.in_place else got), args
-
-    def differs(self, got: Any, expected: Any, exact: bool = False) -> str | None:
-        return difference(got, expected, self.atol, self.rtol, exact, self.names)
-
-    def _grade(self, fn: Callable[..., Any], name: str) -> bool:
-        cases = self.cases()
-        tests = [c for c in cases if c.note is None]
-        for i, case in enumerate(tests, start=1):
-            where = f"case {i}/{len(tests)} ({case.label})"
-            expected, _ = self.answer(self.reference, case)
-            try:
-                got, args = self.answer(fn, case)
-            except NotImplementedError:
-                print(
-                    f"✗ {self.title}: {name} is not written yet (it raised "
-                    f"NotImplementedError).\n  Replace `raise NotImplementedError(...)`"
-                    f" with your code, run the cell again."
-                )
-                return False
-            except Exception as err:  # the student's bug: report it, never crash
-                error = f"{type(err).__name__}: {err}{_student_line(err)}"
-                hint = self.explain(case, expected, error=err) or _error_hint(err)
-                title = f"{self.title}: {name} raised an error on {where}"
-                _report(title, case, f"error:     {error}", hint=hint)
-                return False
-            changed = [j for j, a in enumerate(args) if not _same(a, case.args[j])]
-            if changed and not self.in_place:
-                title = f"{self.title}: {name} changed its input in place on {where}"
-                j = changed[0]
-                _report(title, case, f"argument {j + 1} became {fmt(args[j])}", hint=(
-                    "build a new tensor (x = x - m) instead of modifying the argument "
-                    "(x -= m, x.sub_(m)): the caller still needs it."))  # fmt: skip
-                return False
-            if problem := self.differs(got, expected, case.exact):
-                title = f"{self.title}: {where} does not match the library"
-                hint = self.explain(case, expected, got=got)
-                _report(title, case, f"expected:  {fmt(expected)}",
-                        f"got:       {fmt(got)}", f"problem:   {problem}", hint=hint)  # fmt: skip
-                return False
-        kinds = sorted({c.label.split(":")[0] for c in tests})
-        print(f"✓ {self.title}: all {len(tests)} cases pass ({', '.join(kinds)}).")
-        for case in cases:
-            if case.note is not None:
-                try:  # a remark on a passing answer: never fail or crash here
-                    got, _ = self.answer(fn, case)
-                except Exception:
-                    continue
-                if self.differs(got, self.answer(self.reference, case)[0], True):
+            cases = self.cases()
+            tests = [case for case in cases if case.note is None]
+            for i, case in enumerate(tests, start=1):
+                if failure := self.failure(fn, case):
+                    what, lines, hint = failure
+                    name = getattr(fn, "__name__", "your function")
+                    where = f"case {i}/{len(tests)} ({case.label})"
+                    print(f"✗ {self.title}: {name} {what} {where}.")
+                    shown = "\n             ".join(show(arg, 200) for arg in case.args)
+                    lines = [f"input:     {shown}", *lines, f"hint:      {hint}"]
+                    print(
+                        "\n".join(f"  {line}" for line in lines[: None if hint else -1])
+                    )
+                    return False
+            kinds = ", ".join(sorted({case.label.split(":")[0] for case in tests}))
+            print(f"✓ {self.title}: all {len(tests)} cases pass ({kinds}).")
+            for case in cases:  # remarks on a passing answer
+                if case.note is not None and self.failure(fn, case):
                     print(f"  note:      {case.note}")
         return True
 
+    def answer(self, fn: Callable[..., Any], case: Case) -> tuple[Any, tuple]:
+        """fn's answer on a fresh copy of the case's arguments, and those arguments."""
+        args = copy.deepcopy(case.args)
+        got = fn(*args)
+        return (args[0] if self.in_place else got), args
+
+    def failure(self, fn: Callable, case: Case) -> tuple[str, list, str | None] | None:
+        """None if ``fn`` passes ``case``; else what happened, the lines that show it
+        and a hint."""
+        expected, _ = self.answer(self.reference, case)
+        try:
+            got, args = self.answer(fn, case)
+        except NotImplementedError:
+            todo = "replace `raise NotImplementedError(...)` with your code."
+            return "is not written yet (it raised NotImplementedError) on", [], todo
+        except Exception as err:  # the student's bug: report it, never crash
+            error = f"{type(err).__name__}: {err}{_student_line(err)}"
+            hint = self.explain(case, expected, error=err) or _error_hint(err)
+            return "raised an error on", [f"error:     {error}"], hint
+        if not self.in_place and (changed := _changed(args, case.args)):
+            return "changed its input in place on", [changed], IN_PLACE
+        if problem := self.differs(got, expected, case.exact):
+            lines = [f"expected:  {show(expected)}", f"got:       {show(got)}"]
+            lines.append(f"problem:   {problem}")
+            return (
+                "does not match the library on",
+                lines,
+                self.explain(case, expected, got),
+            )
+        return None
+
     def explain(
-        self, case: Case, expected: Any, got: Any = None, error: Exception | None = None
+        self, case: Case, expected: Any, got: Any = None, error: Any = None
     ) -> str | None:
         """The hint of the first known mistake that fails ``case`` as the student did:
         with the same wrong answer, or with the same error."""
-        for wrong, hint in self.mistakes:
+        for hint, wrong in self.mistakes.items():
             try:
                 mine, _ = self.answer(wrong, case)
             except Exception as err:
-                same = error is not None and type(err) is type(error)
-                if same and str(err) == str(error):
+                if error is not None and repr(err) == repr(error):
                     return hint
                 continue
             fails = self.differs(mine, expected, case.exact)
-            if error is None and fails and not self.differs(got, mine):
+            if error is None and fails and not self.differs(got, mine, exact=False):
                 return hint
         return None
 
-
-def _report(title: str, case: Case, *lines: str, hint: str | None) -> None:
-    """Print one failure: what failed, the input, the given lines and the hint."""
-    print(f"✗ {title}.")
-    print("  input:     " + "\n             ".join(fmt(a, 200) for a in case.args))
-    for line in (*lines, f"hint:      {hint}" if hint else ""):
-        if line:
-            print(f"  {line}")
-
-
-# --- comparing answers ------------------------------------------------------------------
-def difference(
-    got: Any,
-    expected: Any,
-    atol: float = 1e-5,
-    rtol: float = 1e-4,
-    exact: bool = False,
-    names: Sequence[str] = (),
-    what: str = "result",
-) -> str | None:
-    """None if ``got`` is an acceptable answer; else what differs, in one sentence.
-    For tensors, numpy arrays, numbers, strings, None, and tuples, lists or dicts of
-    them; NaN matches NaN."""
-    if isinstance(expected, np.ndarray):  # a numpy answer may come back as a list
-        if not isinstance(got, (np.ndarray, list, Tensor)):
-            return f"expected a numpy array, got a {type(got).__name__}"
-        got, expected = torch.as_tensor(np.asarray(got, float)), torch.tensor(expected)
-    if isinstance(expected, Tensor):
-        return _tensor_difference(got, expected, atol, rtol, exact, what)
-    if isinstance(expected, (tuple, list)):
-        parts = [*names, *(f"{what}[{i}]" for i in range(len(names), len(expected)))]
-        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
-            kind = type(expected).__name__
-            return f"return a {kind} ({', '.join(parts[: len(expected)])}), got {fmt(got, 80)}"  # fmt: skip
-        for g, e, part in zip(got, expected, parts, strict=False):
-            if problem := difference(g, e, atol, rtol, exact, what=part):
-                return problem
+    def differs(self, got: Any, expected: Any, exact: bool) -> str | None:
+        """None if ``got`` is an acceptable answer; else what differs: torch.testing's
+        report (shapes, mismatched elements, largest differences), with advice."""
+        if expected is None or isinstance(expected, (str, int)):  # exact answers
+            same = type(got) is type(expected) or isinstance(got, np.integer)
+            return None if same and got == expected else f"expected {expected!r}"
+        if isinstance(expected, float) and isinstance(got, (int, np.number, Tensor)):
+            got = float(got) if getattr(got, "numel", lambda: 1)() == 1 else got
+        if isinstance(expected, np.ndarray) and isinstance(got, list):
+            got = np.asarray(got, dtype=float)
+        atol, rtol = (0.0, 0.0) if exact else (self.atol, self.rtol)
+        options = dict(atol=atol, rtol=rtol, equal_nan=True, check_dtype=False)
+        try:
+            torch.testing.assert_close(got, expected, **options)
+        except (AssertionError, TypeError, ValueError) as err:
+            problem = " ".join(str(err).split())
+            for i, name in enumerate(self.names):
+                problem = problem.replace(f"for item [{i}]", f"for {name}")
+            if "'shape'" in problem:
+                problem += " Check which dimension you reduced or broadcast (unsqueeze / view)."
+            if "nan at" in problem:
+                problem += " NaN in your answer: a division by zero or a log of 0?"
+            return problem
         return None
-    if isinstance(expected, dict):
-        if not isinstance(got, dict):
-            return f"expected a dict, got a {type(got).__name__}"
-        if missing := [k for k in expected if k not in got]:
-            return f"missing key(s) {missing}"
-        for k in expected:
-            if problem := difference(got[k], expected[k], atol, rtol, exact, what=k):
-                return f"{k}: {problem}"
-        return None
-    if expected is None or isinstance(expected, str):
-        return None if got == expected else f"expected {expected!r}, got {fmt(got)}"
-    if isinstance(expected, int):
-        if isinstance(got, bool) or not isinstance(got, (int, np.integer)):
-            return f"expected an int, got {fmt(got)}"
-        return None if got == expected else f"got {got}, expected {expected}"
-    if isinstance(got, Tensor) and got.numel() == 1:
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float, np.number)):
-        return f"got {fmt(got)}, expected a number"
-    nan = math.isnan(got) and math.isnan(expected)
-    if nan or math.isclose(got, expected, abs_tol=atol, rel_tol=1e-6):
-        return None
-    return f"got {float(got):.6g}, expected {expected:.6g}"
 
 
-def _tensor_difference(
-    got: Any, expected: Tensor, atol: float, rtol: float, exact: bool, what: str
-) -> str | None:
-    if not isinstance(got, Tensor):
-        return (
-            f"the {what} is a {type(got).__name__}, expected a torch.Tensor (use torch "
-            f"operations, not Python floats or numpy)"
-        )
-    if got.shape != expected.shape:
-        return (
-            f"the {what} has shape {tuple(got.shape)}, expected "
-            f"{tuple(expected.shape)}. Check which dimension you reduced or "
-            f"broadcast (unsqueeze / view)."
-        )
-    if expected.dtype.is_floating_point and not got.dtype.is_floating_point:
-        return f"the {what} has dtype {got.dtype}; expected a floating-point tensor"
-    if expected.dtype in (torch.bfloat16, torch.float16):
-        if got.dtype != expected.dtype:
-            return (
-                f"the {what} changed dtype to {got.dtype} (was {expected.dtype}); "
-                f"cast the result back: p.copy_(...) keeps the dtype."
-            )
-        atol = rtol = 1e-2  # half precision keeps 8 to 11 bits
-    g, e = got.detach().cpu().double(), expected.detach().cpu().double()
-    bad_g, bad_e = ~torch.isfinite(g), ~torch.isfinite(e)
-    if bad_g.any() and not torch.equal(bad_g, bad_e):
-        where = tuple(bad_g.nonzero()[0].tolist())
-        return (
-            f"the {what} holds NaN or inf (first at index {where}): a division by "
-            f"zero or a log of 0?"
-        )
-    if torch.equal(g, e) or (
-        not exact and torch.allclose(g, e, rtol, atol, equal_nan=True)
-    ):
-        return None
-    diff = (g - e).abs().nan_to_num(0.0)
-    i = tuple(int(j) for j in np.unravel_index(int(diff.argmax()), g.shape))
-    how = "bit for bit" if exact else f"within atol={atol:g}, rtol={rtol:g}"
-    return (
-        f"values{'' if what == 'result' else ' of ' + what} differ {how}: the largest "
-        f"difference is {diff.max().item():.3g}{f' at index {i}' if i else ''} (got "
-        f"{g[i].item():.6g}, expected {e[i].item():.6g})"
-    )
+IN_PLACE = "build a new tensor (x = x - m), not x -= m: the caller still needs x."
 
 
-# --- printing and copying ---------------------------------------------------------------
-def fmt(x: Any, limit: int = 400) -> str:
+def show(x: Any, limit: int = 400) -> str:
     """A short, readable rendering of a value, with shape and dtype for arrays."""
-    if isinstance(x, (Tensor, np.ndarray)):
-        kind, dtype, shape = type(x).__name__, x.dtype, tuple(x.shape)
-        if isinstance(x, Tensor):
-            kind, x = "torch.Tensor", x.detach().cpu()
-            x = (x.float() if x.dtype.is_floating_point else x).numpy()
-        values = np.array2string(x, precision=4, suppress_small=True, threshold=24,
-                                 edgeitems=3, separator=", ")  # fmt: skip
-        kind = "numpy array" if kind == "ndarray" else kind
-        text = f"{' '.join(values.split())}  ({kind}, shape {shape}, {dtype})"
-    elif isinstance(x, list) and x and all(callable(f) for f in x):
-        text = f"[{len(x)} functions, each grad(theta) -> ∇L(theta) on its own batch]"
-    elif isinstance(x, list) and x and all(isinstance(v, (int, float)) for v in x):
-        shown = [f"{v:.4g}" for v in x]
-        shown = shown if len(shown) <= 12 else [*shown[:8], "...", *shown[-3:]]
-        text = f"[{', '.join(shown)}]  ({len(x)} values)"
+    if isinstance(x, list) and x and all(isinstance(v, (int, float)) for v in x):
+        text = f"{_values(x)} ({len(x)} values)"
+    elif isinstance(x, (Tensor, np.ndarray)):
+        kind = "torch.Tensor" if isinstance(x, Tensor) else "numpy array"
+        shown = (
+            x.detach().float() if isinstance(x, Tensor) and x.is_floating_point() else x
+        )
+        text = f"{_values(shown)} ({kind}, shape {tuple(x.shape)}, {x.dtype})"
     elif isinstance(x, (list, tuple)) and x and isinstance(x[0], Tensor):
-        inner = ", ".join(fmt(t, 160) for t in x)
-        text = f"[{inner}]" if isinstance(x, list) else f"({inner})"
-    elif isinstance(x, float):
-        text = f"{x:.6g}"
+        text = f"[{', '.join(show(t, 160) for t in x)}]"
+    elif isinstance(x, list) and x and callable(x[0]):
+        text = f"[{len(x)} functions, each {show(x[0])}]"
     elif callable(x):
         text = x.__doc__ or getattr(x, "__name__", "a function")
     else:
-        text = repr(x)
+        text = f"{x:.6g}" if isinstance(x, float) else repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _values(x: Any) -> str:
+    """The values of an array on one line, 4 digits, the middle elided."""
+    options = dict(precision=4, suppress_small=True, threshold=24, edgeitems=3)
+    return " ".join(np.array2string(np.asarray(x), separator=", ", **options).split())
+
+
+def _changed(args: tuple, before: tuple) -> str | None:
+    """'argument N became …' for the first argument ``fn`` changed in place."""
+    for i, (arg, old) in enumerate(zip(args, before, strict=True)):
+        if not all(map(torch.equal, _tensors(arg), _tensors(old))):
+            return f"argument {i + 1} became {show(arg)}"
+    return None
+
+
+def _tensors(x: Any) -> list[Tensor]:
+    """The tensors in an argument (itself, or in a list or tuple), numpy as tensors."""
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _tensors(v)]
+    return [torch.as_tensor(x).detach()] if isinstance(x, (Tensor, np.ndarray)) else []
 
 
 # frames in torch, numpy and sfpo_edu are not the student's code
 _LIBRARIES = tuple(
-    str(Path(p).resolve().parent)
-    for p in (torch.__file__, np.__file__, Path(__file__).parent)
+    str(Path(m.__file__).resolve().parent) for m in (torch, np, sfpo_edu)
 )
 
 
@@ -304,34 +227,12 @@ def _student_line(err: BaseException) -> str:
 
 
 def _error_hint(err: Exception) -> str | None:
+    """A general hint for an error that no known mistake explains."""
     text = str(err)
     if "leaf Variable that requires grad" in text or "a view of a leaf" in text:
-        return (
-            "parameters that require grad can only be changed in place inside "
-            "`with torch.no_grad():`."
-        )
+        return "change parameters in place only inside `with torch.no_grad():`."
     if "must match the size" in text or "shape" in text or "size of tensor" in text:
         return "check the shapes: print(x.shape) for each tensor you combine."
     if "dtype" in text or "expected scalar type" in text:
         return "two tensors have different dtypes; convert one with .to(other.dtype)."
     return None
-
-
-def _clone(x: Any) -> Any:
-    """A deep copy of an argument; Parameters stay Parameters (requires_grad kept)."""
-    if isinstance(x, torch.nn.Parameter):
-        return torch.nn.Parameter(x.detach().clone(), requires_grad=x.requires_grad)
-    if isinstance(x, Tensor):
-        return x.detach().clone().requires_grad_(x.requires_grad)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_clone(v) for v in x)
-    return x.copy() if isinstance(x, np.ndarray) else x
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Bit-for-bit equality of (nested) inputs, to detect in-place changes."""
-    if isinstance(a, Tensor):
-        return torch.equal(a.detach(), b.detach())
-    if isinstance(a, (list, tuple)):
-        return all(map(_same, a, b))
-    return np.array_equal(a, b) if isinstance(a, np.ndarray) else True

@@ -3,17 +3,21 @@ toy, loss aggregation, the k3 KL, the toy's expected reward (notebooks 01, 04, 0
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from sfpo_edu import losses
-from sfpo_edu.exercises.grader import Case, Exercise, gen, table
+from sfpo_edu.exercises.grader import Exercise, gen, table
 from sfpo_edu.toy import ToyBandit, ToyBatch, toy_config
 
 
-def _standardise(x: Tensor, unbiased: bool = True, eps: float = losses.EPS) -> Tensor:
-    """(x − mean) / (std + eps) along the last dimension."""
-    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased, keepdim=True) + eps)
+def _advantages(r: Tensor, g: int, unbiased: bool = True, eps: float = 1e-6) -> Tensor:
+    """(R − mean) / (std + eps) within groups of ``g``: the library's, or a mistake."""
+    x = r.view(-1, g)  # (N, G)
+    std = x.std(1, unbiased, keepdim=True)  # (N, 1)
+    return ((x - x.mean(1, keepdim=True)) / (std + eps)).view(-1)
 
 
 check_group_advantages = Exercise(
@@ -21,26 +25,28 @@ check_group_advantages = Exercise(
     "fn(rewards, group_size) -> advantages: (R − group mean) / (unbiased group std + "
     "1e-6), (B,). Reference: losses.group_advantages(rewards, G)[0].",
     lambda r, g: losses.group_advantages(r, g)[0],
-    lambda: table([
+    lambda: table(
         ("hand-made: two groups of 4", torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0]), 4),
-        ("hand-made: reference rewards 1 / 0.1 / 0", torch.tensor([1.0, 0.1, 0.0]), 3),
+        ("hand-made: reference rewards 1 / 0.1 / 0", torch.tensor([1, 0.1, 0]), 3),
         ("random: 3 groups of 8", torch.rand(24, generator=gen(0)), 8),
         ("degenerate: a group whose rewards are all equal", torch.ones(4), 4),
-        ("degenerate: G = 2", torch.tensor([0.0, 1.0, 1.0, 1.0, 0.3, 0.3]), 2),
-    ]),
-    [(lambda r, g: _standardise(r.view(-1, g), unbiased=False).view(-1),
-      "you used the population std (unbiased=False). GRPO uses the unbiased one: "
-      "tensor.std() (the default, divides by G − 1)."),
-     (lambda r, g: (r.view(-1, g) - r.view(-1, g).mean(1, keepdim=True)).view(-1),
-      "you subtracted the mean but did not divide by the std (+ 1e-6)."),
-     (lambda r, g: _standardise(r),
-      "you normalised over the whole batch; each prompt's G rewards are normalised "
-      "within their own group: rewards.view(-1, G)."),
-     (lambda r, g: _standardise(r.view(-1, g), eps=0.0).view(-1),
-      "a group with equal rewards has std 0: add 1e-6 to the std, so its advantages "
-      "are 0 instead of NaN.")],
+        ("degenerate: G = 2", torch.tensor([0.0, 1, 1, 1, 0.3, 0.3]), 2),
+    ),
+    {
+        "you used the population std (unbiased=False); GRPO uses the unbiased one: "
+        "tensor.std(), which divides by G − 1.": lambda r, g: _advantages(r, g, False),
+        "you subtracted the mean but did not divide by the std (+ 1e-6).": lambda r, g: (
+            losses.group_advantages(r, g, scale=False)[0]
+        ),
+        "you normalised over the whole batch; each prompt's G rewards are normalised "
+        "within their own group: rewards.view(-1, G).": lambda r, g: _advantages(
+            r, len(r)
+        ),
+        "a group with equal rewards has std 0: add 1e-6 to the std, so its advantages "
+        "are 0 instead of NaN.": lambda r, g: _advantages(r, g, eps=0.0),
+    },
     atol=1e-4,
-)  # fmt: skip
+)
 
 
 def _terms(lp: Tensor, old: Tensor, adv: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -49,22 +55,19 @@ def _terms(lp: Tensor, old: Tensor, adv: Tensor, eps: float) -> tuple[Tensor, Te
     return ratio * a, ratio.clamp(1 - eps, 1 + eps) * a
 
 
-def _surrogate_cases() -> list[Case]:
+def _surrogate_cases() -> list:
     old = torch.log(torch.tensor([[0.5] * 3, [0.2] * 3]))  # (2, 3)
     new = old + torch.tensor([1.0, 1.5, 0.5]).log()  # ratios 1, 1.5, 0.5
-    g = gen(1)
-    old_r = -torch.rand(4, 5, generator=g) * 3
-    new_r, adv = (
-        old_r + 0.4 * torch.randn(4, 5, generator=g),
-        torch.randn(8, generator=g),
-    )
-    return table([
-        ("hand-made: ratio 1, 1.5, 0.5 with Â = +1 and −1", new, old, torch.tensor([1.0, -1]), 0.2),
-        ("hand-made: at θ₀ (ratio exactly 1) the loss is −Â", old, old, torch.tensor([2, -0.5]), 0.2),
+    old_r = -torch.rand(4, 5, generator=gen(1)) * 3
+    new_r = old_r + 0.4 * torch.randn(4, 5, generator=gen(2))
+    adv, pm = torch.randn(8, generator=gen(3)), torch.tensor([1.0, -1.0])
+    return table(
+        ("hand-made: ratio 1, 1.5, 0.5 with Â = +1 and −1", new, old, pm, 0.2),
+        ("hand-made: at θ₀ (ratio 1) the loss is −Â", old, old, 2 * pm, 0.2),
         ("random: B = 4, T = 5, ε = 0.2", new_r, old_r, adv[:4], 0.2),
         ("random: ε = 0.1", new_r, old_r, adv[4:], 0.1),
         ("degenerate: zero advantages", new_r, old_r, torch.zeros(4), 0.2),
-    ])  # fmt: skip
+    )
 
 
 check_clipped_surrogate = Exercise(
@@ -73,22 +76,29 @@ check_clipped_surrogate = Exercise(
     "−min(ρÂ, clip(ρ, 1 ± ε)Â), ρ = exp(logp − old). Reference: losses.clipped_surrogate.",
     lambda lp, old, adv, eps: losses.clipped_surrogate(lp, old, adv, eps)[0],
     _surrogate_cases,
-    [(lambda *a: torch.min(*_terms(*a)),
-      "the sign is flipped: the loss is MINUS the clipped objective."),
-     (lambda *a: -torch.max(*_terms(*a)),
-      "use torch.min of the two terms (the pessimistic one), not max."),
-     (lambda *a: -_terms(*a)[1],
-      "take the minimum of the unclipped ρÂ and the clipped term; the clipped term "
-      "alone is wrong when clipping would increase the loss."),
-     (lambda lp, old, adv, eps: -(lp - old) * adv.unsqueeze(1),
-      "the ratio is exp(per_token_logps − old_per_token_logps)."),
-     (lambda lp, old, adv, eps: -torch.exp(lp - old) * adv,
-      "advantages has shape (B,) and the ratios (B, T): advantages.unsqueeze(1), of "
-      "shape (B, 1), gives each row's advantage to all its tokens.")],
-)  # fmt: skip
+    {
+        "the sign is flipped: the loss is MINUS the clipped objective.": lambda *a: (
+            torch.min(*_terms(*a))
+        ),
+        "use torch.min of the two terms (the pessimistic one), not max.": lambda *a: (
+            -torch.max(*_terms(*a))
+        ),
+        "take the minimum of the unclipped ρÂ and the clipped term; the clipped term "
+        "alone is wrong when clipping would increase the loss.": lambda *a: (
+            -_terms(*a)[1]
+        ),
+        "the ratio is exp(per_token_logps − old_per_token_logps).": lambda lp, o, a, e: (
+            -(lp - o) * a.unsqueeze(1)
+        ),
+        "advantages (B,) and ratios (B, T): advantages.unsqueeze(1), of shape (B, 1), "
+        "gives each row's advantage to all its tokens.": lambda lp, o, a, e: (
+            -torch.exp(lp - o) * a
+        ),
+    },
+)
 
 
-def toy_bandit(theta: Tensor, features: Tensor, rewards: Tensor | None = None) -> ToyBandit:  # fmt: skip
+def toy_bandit(theta: Tensor, features: Tensor, rewards: Tensor | None = None) -> Any:
     """A ToyBandit at θ (2,) with the given arm features (A, 2) and rewards (A,)."""
     bandit = ToyBandit(theta.tolist())
     bandit.features = features.clone()
@@ -96,54 +106,55 @@ def toy_bandit(theta: Tensor, features: Tensor, rewards: Tensor | None = None) -
     return bandit
 
 
-def _toy_gradient(theta: Tensor, features: Tensor, actions: Tensor, adv: Tensor) -> Tensor:  # fmt: skip
+def _toy_gradient(theta: Tensor, f: Tensor, actions: Tensor, adv: Tensor) -> Tensor:
     """∇L(θ₀) by autograd through the toy's own GRPO loss (token mean, ε = 0.2)."""
-    bandit, B = toy_bandit(theta, features), len(actions)
+    bandit, B = toy_bandit(theta, f), len(actions)
     old = bandit.log_probs().detach()[actions].unsqueeze(1)  # (B, 1): at θ₀, ρ = 1
     batch = ToyBatch(actions, torch.zeros(B), adv, old, torch.ones(B, 1), B)
     loss, _ = bandit.make_loss_fn(toy_config())(batch)
     return torch.autograd.grad(loss, bandit.theta)[0]  # (2,)
 
 
-def _gradient_cases() -> list[Case]:
-    three = dict(arm_angles_deg=(0.0, 120.0, 240.0), arm_rewards=(0.0, 1.0, 0.3))
-    rows = [  # label, θ₀, the bandit's arms (default: six), actions or (N, G) to sample
-        ("hand-made: the default bandit, one group of 4", (0.5, -0.5), {}, [3, 0, 2, 3]),
-        ("random: 2 groups of 8", (1.0, 0.3), {}, (2, 8)),
-        ("random: 3 arms, θ far from 0", (2.0, -1.0), three, (3, 4)),
-        ("degenerate: all rewards equal (zero advantages)", (0.5, -0.5), {}, [3] * 4),
-        ("hand-made: raw rewards as advantages (not zero-mean)", (0.5, -0.5), {}, [3, 0, 2, 2]),
-    ]  # fmt: skip
-    cases = []
-    for i, (label, theta, arms, actions) in enumerate(rows):
-        bandit = ToyBandit(theta, **arms)
-        if isinstance(actions, tuple):  # sampled from the bandit's policy
-            batch = bandit.sample_batch(*actions, gen(10 + i))
-            actions, adv = batch.actions, batch.advantages
-        else:
-            actions = torch.tensor(actions)
-            adv = bandit.arm_rewards[actions]
-            adv = adv if "raw" in label else losses.group_advantages(adv, 4)[0]
-        cases += table([(label, bandit.theta.detach(), bandit.features, actions, adv)])
-    return cases
+def _pg(label: str, theta: tuple, actions: list | tuple, **arms: Any) -> tuple:
+    """A row (label, θ, features, actions, advantages): ``actions`` with their group
+    advantages (raw rewards if the label says so), or an (N, G) batch sampled."""
+    bandit = ToyBandit(theta, **arms)
+    if isinstance(actions, tuple):  # sampled from the bandit's policy
+        batch = bandit.sample_batch(*actions, gen(sum(actions)))
+        actions, adv = batch.actions, batch.advantages
+    else:
+        actions = torch.tensor(actions)
+        adv = bandit.arm_rewards[actions]
+        adv = adv if "raw" in label else losses.group_advantages(adv, 4)[0]
+    return label, bandit.theta.detach(), bandit.features, actions, adv
 
 
+_THREE_ARMS = dict(arm_angles_deg=(0.0, 120.0, 240.0), arm_rewards=(0.0, 1.0, 0.3))
 check_toy_policy_gradient = Exercise(
     "toy policy gradient at θ₀",
     "fn(theta, features, actions, advantages) -> ∇L(θ₀) (2,) = −mean Â (φ_a − Σ_b π(b) "
     "φ_b). Reference: autograd through ToyBandit.make_loss_fn (token mean, ε = 0.2).",
     _toy_gradient,
-    _gradient_cases,
-    [(lambda *a: -_toy_gradient(*a),
-      "the sign is flipped: this is the gradient of the LOSS, −mean(Â ∇log π)."),
-     (lambda theta, f, actions, adv: -(adv.unsqueeze(1) * f[actions]).mean(0),
-      "∇log π_θ(a) is φ_a MINUS the policy's mean feature Σ_b π_θ(b) φ_b (the "
-      "softmax's normaliser depends on θ too). You only got away with it while the "
-      "advantages summed to 0.")],
-)  # fmt: skip
+    lambda: table(
+        _pg("hand-made: the default bandit, one group", (0.5, -0.5), [3, 0, 2, 3]),
+        _pg("random: 2 groups of 8", (1.0, 0.3), (2, 8)),
+        _pg("random: 3 arms, θ far from 0", (2.0, -1.0), (3, 4), **_THREE_ARMS),
+        _pg("degenerate: equal rewards, Â = 0", (0.5, -0.5), [3] * 4),
+        _pg("hand-made: raw rewards as Â (not zero-mean)", (0.5, -0.5), [3, 0, 2, 2]),
+    ),
+    {
+        "the sign is flipped: this is the gradient of the LOSS, −mean(Â ∇log π).": (
+            lambda *a: -_toy_gradient(*a)
+        ),
+        "∇log π_θ(a) is φ_a MINUS the mean feature Σ_b π_θ(b) φ_b (the softmax's "
+        "normaliser depends on θ too); without it you are right only while Σ Â = 0.": (
+            lambda theta, f, actions, adv: -(adv.unsqueeze(1) * f[actions]).mean(0)
+        ),
+    },
+)
 
 
-def _aggregate_cases() -> list[Case]:
+def _aggregate_cases() -> list:
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     rx = torch.randn(5, 6, generator=gen(8))
@@ -151,9 +162,9 @@ def _aggregate_cases() -> list[Case]:
     empty = rmask * (torch.arange(5) != 1).unsqueeze(1)  # row 1 has no tokens
     modes = ("token_mean", "seq_mean", "dr_grpo")
     return table(
-        [("hand-made: lengths 4 and 2", x, mask, mode) for mode in modes]
-        + [(f"random: B = 5, T = 6, {mode}", rx, rmask, mode) for mode in modes]
-        + [("degenerate: an empty row (mask all 0) in seq_mean", rx, empty, "seq_mean")]
+        *[("hand-made: lengths 4 and 2", x, mask, mode) for mode in modes],
+        *[(f"random: B = 5, T = 6, {mode}", rx, rmask, mode) for mode in modes],
+        ("degenerate: an empty row (mask all 0) in seq_mean", rx, empty, "seq_mean"),
     )
 
 
@@ -170,55 +181,72 @@ check_aggregate = Exercise(
     "mean of row means, dr_grpo Σx / (B·T). Reference: losses.aggregate.",
     losses.aggregate,
     _aggregate_cases,
-    [(lambda x, mask, mode: x.mean(),
-      "masked-out tokens (mask 0) are padding: leave them out."),
-     (lambda x, mask, mode: losses.aggregate(x, mask, "token_mean"),
-      "that is token_mean; seq_mean and dr_grpo divide differently (see the docstring)."),
-     (lambda x, mask, mode: losses.aggregate(x, mask, "seq_mean"),
-      "that is seq_mean; token_mean and dr_grpo divide differently (see the docstring)."),
-     (_unclamped, "an empty row has 0 tokens: divide by the count clamped to ≥ 1.")],
-)  # fmt: skip
+    {
+        "masked-out tokens (mask 0) are padding: leave them out.": lambda x, m, mode: (
+            x.mean()
+        ),
+        **{
+            f"that is {used} for every mode; the others divide differently (see the "
+            "docstring).": lambda x, m, mode, used=used: losses.aggregate(x, m, used)
+            for used in ("token_mean", "seq_mean")
+        },
+        "an empty row has 0 tokens: divide by the count clamped to ≥ 1.": _unclamped,
+    },
+)
 
-_HALF_QUARTER = torch.log(torch.tensor([[0.5, 0.25]]))
+_LOGP = torch.tensor([[0.5, 0.25]]).log()
 check_kl_k3 = Exercise(
     "k3 KL estimate",
     "fn(per_token_logps, ref_per_token_logps) -> kl (B, T): exp(r) − r − 1, r = "
     "log π_ref − log π_θ. Reference: losses.kl_k3.",
     losses.kl_k3,
-    lambda: table([
-        ("hand-made: equal log-probs give 0", _HALF_QUARTER, _HALF_QUARTER),
-        ("hand-made: π_θ = 0.5, π_ref = 0.25 and the reverse", _HALF_QUARTER, _HALF_QUARTER.flip(-1)),
-        ("random: B = 3, T = 5", -4 * torch.rand(3, 5, generator=gen(9)), -4 * torch.rand(3, 5, generator=gen(10))),
-        ("degenerate: a very unlikely token under π_ref", torch.tensor([[-0.1]]), torch.tensor([[-12.0]])),
-    ]),
-    [(lambda p, ref: losses.kl_k3(ref, p),
-      "r = log π_ref − log π_θ (reference minus current), not the reverse."),
-     (lambda p, ref: p - ref,
-      "that is the k1 estimate (a log-ratio, can be negative); k3 is exp(r) − r − 1.")],
-)  # fmt: skip
+    lambda: table(
+        ("hand-made: equal log-probs give 0", _LOGP, _LOGP),
+        ("hand-made: π_θ = (0.5, 0.25), π_ref the reverse", _LOGP, _LOGP.flip(-1)),
+        ("random: B = 3, T = 5", *(-4 * torch.rand(2, 3, 5, generator=gen(9)))),
+        (
+            "degenerate: π_ref(o) ≈ 6e-6",
+            torch.tensor([[-0.1]]),
+            torch.tensor([[-12.0]]),
+        ),
+    ),
+    {
+        "r = log π_ref − log π_θ (reference minus current), not the reverse.": (
+            lambda p, ref: losses.kl_k3(ref, p)
+        ),
+        "that is k1 (a log-ratio, can be negative); k3 is exp(r) − r − 1.": (
+            lambda p, ref: p - ref
+        ),
+    },
+)
 
 
-def _reward_cases() -> list[Case]:
-    three = dict(arm_angles_deg=(10.0, 130.0, 250.0), arm_rewards=(0.2, 0.9, 0.4))
-    rows = [  # label, θ, the bandit's arms (default: six)
-        ("hand-made: the default bandit at its start", (0.5, -0.5), {}),
-        ("hand-made: θ = 0 (uniform policy)", (0.0, 0.0), {}),
-        ("random: 3 arms", (1.3, -0.4), three),
-        ("degenerate: a huge θ (the softmax is one-hot; needs stability)", (800.0, 0.0), {}),
-        ("degenerate: all arms pay the same", (0.3, 2.0), dict(arm_rewards=(0.5,) * 6)),
-    ]  # fmt: skip
-    bandits = [(label, ToyBandit(theta, **arms)) for label, theta, arms in rows]
-    return table([(label, b.theta.detach(), b.features, b.arm_rewards) for label, b in bandits])  # fmt: skip
+def _bandit(label: str, theta: tuple, **arms: Any) -> tuple:
+    """A row (label, θ, features, arm rewards) of a ToyBandit."""
+    bandit = ToyBandit(theta, **arms)
+    return label, bandit.theta.detach(), bandit.features, bandit.arm_rewards
 
 
+_SAME = dict(arm_rewards=(0.5,) * 6)
+_THREE = dict(arm_angles_deg=(10.0, 130.0, 250.0), arm_rewards=(0.2, 0.9, 0.4))
 check_toy_expected_reward = Exercise(
     "toy expected reward",
     "fn(theta, features, arm_rewards) -> J(θ) = Σ_a softmax(features @ θ)_a r_a, 0-dim. "
     "Reference: ToyBandit.expected_reward.",
     lambda theta, f, r: toy_bandit(theta, f, r).expected_reward(),
-    _reward_cases,
-    [(lambda theta, f, r: (f @ theta) @ r,
-      "turn the logits into probabilities first: torch.softmax."),
-     (lambda theta, f, r: (torch.exp(f @ theta) / torch.exp(f @ theta).sum()) @ r,
-      "exp of a large logit overflows: torch.softmax is stable.")],
-)  # fmt: skip
+    lambda: table(
+        _bandit("hand-made: the default bandit at its start", (0.5, -0.5)),
+        _bandit("hand-made: θ = 0 (uniform policy)", (0.0, 0.0)),
+        _bandit("random: 3 arms", (1.3, -0.4), **_THREE),
+        _bandit("degenerate: a huge θ (one-hot softmax: be stable)", (800.0, 0.0)),
+        _bandit("degenerate: all arms pay the same", (0.3, 2.0), **_SAME),
+    ),
+    {
+        "turn the logits into probabilities first: torch.softmax.": lambda t, f, r: (
+            (f @ t) @ r
+        ),
+        "exp of a large logit overflows: torch.softmax is stable.": lambda t, f, r: (
+            (torch.exp(f @ t) / torch.exp(f @ t).sum()) @ r
+        ),
+    },
+)

@@ -4,14 +4,13 @@ number of a completion (notebook 03)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sfpo_edu.exercises.grader import Case, Exercise, gen, table
+from sfpo_edu.exercises.grader import Exercise, gen, table
 from sfpo_edu.rewards import extract_answer
 
 
@@ -34,24 +33,20 @@ def _per_token_logps(logits: Tensor, ids: Tensor, temperature: float) -> Tensor:
     B, T, V = logits.shape
     padded = torch.cat([logits, torch.zeros(B, 1, V)], dim=1)  # the last is unused
     ones = torch.ones(B, T, dtype=torch.long)
-    batch = SimpleNamespace(prompt_ids=ones[:, :1] * 0, prompt_mask=ones[:, :1],
-                            completion_ids=ids, completion_mask=ones)  # fmt: skip
+    batch = SimpleNamespace(
+        prompt_ids=ones[:, :1] * 0,
+        prompt_mask=ones[:, :1],
+        completion_ids=ids,
+        completion_mask=ones,
+    )
     with torch.no_grad():
         return per_token_logps(_FixedLogits(padded), batch, temperature=temperature)[0]
 
 
-def _logps_cases() -> list[Case]:
-    g = gen(4)
-    hand = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # (1, 2, 3)
-    return table([
-        ("hand-made: B = 1, T = 2, V = 3, T° = 1", hand, torch.tensor([[0, 2]]), 1.0),
-        ("hand-made: the same at temperature 0.5", hand, torch.tensor([[0, 2]]), 0.5),
-        ("random: B = 3, T = 4, V = 11, T° = 0.7",
-         3 * torch.randn(3, 4, 11, generator=g),
-         torch.randint(0, 11, (3, 4), generator=g), 0.7),
-        ("degenerate: huge logits (needs a stable log-softmax)",
-         torch.tensor([[[1000.0, 0.0, -1000.0]]]), torch.tensor([[1]]), 1.0),
-    ])  # fmt: skip
+def _random_logits(B: int, T: int, V: int) -> tuple[Tensor, Tensor]:
+    """Logits (B, T, V) of std 3 and the ids (B, T) they predict."""
+    ids = torch.randint(0, V, (B, T), generator=gen(5))
+    return 3 * torch.randn(B, T, V, generator=gen(4)), ids
 
 
 def _pick(x: Tensor, ids: Tensor) -> Tensor:
@@ -59,26 +54,35 @@ def _pick(x: Tensor, ids: Tensor) -> Tensor:
     return x.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
 
 
-_LOGPS_MISTAKES = [
-    (lambda lg, ids, t: _pick(torch.log_softmax(lg, -1), ids),
-     "divide the logits by the temperature BEFORE the log-softmax."),
-    (lambda lg, ids, t: _pick(torch.log_softmax(lg, -1), ids) / t,
-     "divide the logits by the temperature, not the log-probabilities."),
-    (lambda lg, ids, t: _pick(torch.softmax(lg / t, -1), ids),
-     "these are probabilities; take the log (torch.log_softmax)."),
-    (lambda lg, ids, t: _pick((lg / t).exp() / (lg / t).exp().sum(-1, True), ids).log(),
-     "exp of a large logit overflows: use torch.log_softmax (or subtract logsumexp), "
-     "which is stable."),
-]  # fmt: skip
+_HAND = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # (1, 2, 3)
+_HUGE = torch.tensor([[[1000.0, 0, -1000]]])  # (1, 1, 3)
 check_per_token_logps = Exercise(
     "per-token log-probs",
-    task="""``fn(logits, completion_ids, temperature) -> per_token_logps``: logits
-    (B, T, V) where logits[:, t] is the model's prediction for completion_ids[:, t]
-    (B, T); returns log π(o_t) = log_softmax(logits / temperature)[o_t], (B, T).
-    Reference: ``logprobs.per_token_logps`` on a model that returns these logits.""",
-    reference=_per_token_logps,
-    cases=_logps_cases,
-    mistakes=_LOGPS_MISTAKES,
+    "fn(logits, completion_ids, temperature) -> per_token_logps (B, T): logits (B, T, "
+    "V) where logits[:, t] predicts completion_ids[:, t]; log_softmax(logits / "
+    "temperature)[o_t]. Reference: logprobs.per_token_logps on a model with these logits.",
+    _per_token_logps,
+    lambda: table(
+        ("hand-made: B = 1, T = 2, V = 3, T° = 1", _HAND, torch.tensor([[0, 2]]), 1.0),
+        ("hand-made: the same at temperature 0.5", _HAND, torch.tensor([[0, 2]]), 0.5),
+        ("random: B = 3, T = 4, V = 11, T° = 0.7", *_random_logits(3, 4, 11), 0.7),
+        ("degenerate: huge logits (be stable)", _HUGE, torch.tensor([[1]]), 1.0),
+    ),
+    {
+        "divide the logits by the temperature BEFORE the log-softmax.": lambda lg, i, t: (
+            _pick(torch.log_softmax(lg, -1), i)
+        ),
+        "divide the logits by the temperature, not the log-probabilities.": (
+            lambda lg, i, t: _pick(torch.log_softmax(lg, -1), i) / t
+        ),
+        "these are probabilities; take the log (torch.log_softmax).": lambda lg, i, t: (
+            _pick(torch.softmax(lg / t, -1), i)
+        ),
+        "exp of a large logit overflows: use torch.log_softmax (or subtract "
+        "logsumexp), which is stable.": lambda lg, i, t: _pick(
+            (lg / t).exp() / (lg / t).exp().sum(-1, True), i
+        ).log(),
+    },
     atol=1e-4,
 )
 
@@ -90,15 +94,9 @@ def _completion_mask(ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
     return mask_after_eos(ids, eos_ids, pad_id=0)[1:]
 
 
-def _mask_cases() -> list[Case]:
-    return table([
-        ("hand-made: EOS = 9 in the middle, at the end, nowhere",
-         torch.tensor([[5, 9, 3, 3], [5, 6, 7, 9], [1, 2, 3, 4]]), [9]),
-        ("hand-made: two EOS ids, the first one counts",
-         torch.tensor([[4, 8, 9, 9], [9, 9, 1, 2]]), [8, 9]),
-        ("random: B = 6, T = 7", torch.randint(0, 6, (6, 7), generator=gen(6)), [5]),
-        ("degenerate: every row truncated", torch.ones(2, 3, dtype=torch.long), [0]),
-    ])  # fmt: skip
+_IDS = torch.tensor(
+    [[5, 9, 3, 3], [5, 6, 7, 9], [1, 2, 3, 4], [4, 8, 9, 9], [9, 9, 1, 2]]
+)
 
 
 def _eos(ids: Tensor, eos_ids: list[int]) -> Tensor:
@@ -106,59 +104,70 @@ def _eos(ids: Tensor, eos_ids: list[int]) -> Tensor:
     return torch.isin(ids, torch.tensor(eos_ids)).long()
 
 
-_MASK_MISTAKES = [
-    (lambda ids, eos: ((_eos(ids, eos).cumsum(1) == 0).long(), _eos(ids, eos).sum(1) == 0),
-     "the EOS token itself is part of the completion: keep it in."),
-    (lambda ids, eos: (_completion_mask(ids, eos)[0], _eos(ids, eos).sum(1) > 0),
-     "truncated is True for rows WITHOUT an EOS."),
-    (lambda ids, eos: (torch.ones_like(ids), _eos(ids, eos).sum(1) == 0),
-     "everything after the FIRST EOS is padding: mask it out."),
-]  # fmt: skip
 check_completion_mask = Exercise(
     "completion mask",
-    task="""``fn(completion_ids, eos_ids) -> (completion_mask, truncated)``: ids (B, T);
-    the mask (B, T) is 1 up to AND including the first EOS of each row, 0 after;
-    ``truncated`` (B,) bool is True for rows with no EOS (they hit max_new_tokens).
-    Reference: ``rollouts.mask_after_eos``.""",
-    reference=_completion_mask,
-    cases=_mask_cases,
-    mistakes=_MASK_MISTAKES,
+    "fn(completion_ids, eos_ids) -> (completion_mask, truncated): ids (B, T); the mask "
+    "(B, T) is 1 up to AND including the first EOS of each row, 0 after; truncated (B,) "
+    "bool is True for rows with no EOS. Reference: rollouts.mask_after_eos.",
+    _completion_mask,
+    lambda: table(
+        ("hand-made: EOS 9 in the middle, at the end, nowhere", _IDS[:3], [9]),
+        ("hand-made: two EOS ids, the first one counts", _IDS[3:], [8, 9]),
+        ("random: B = 6, T = 7", torch.randint(0, 6, (6, 7), generator=gen(6)), [5]),
+        ("degenerate: every row truncated", torch.ones(2, 3, dtype=torch.long), [0]),
+    ),
+    {
+        "the EOS token itself is part of the completion: keep it in.": lambda ids, e: (
+            (_eos(ids, e).cumsum(1) == 0).long(),
+            _eos(ids, e).sum(1) == 0,
+        ),
+        "truncated is True for rows WITHOUT an EOS.": lambda ids, e: (
+            _completion_mask(ids, e)[0],
+            _eos(ids, e).sum(1) > 0,
+        ),
+        "everything after the FIRST EOS is padding: mask it out.": lambda ids, e: (
+            torch.ones_like(ids),
+            _eos(ids, e).sum(1) == 0,
+        ),
+    },
     names=("completion_mask", "truncated"),
 )
 
 
-def _number(pattern: str, index: int = -1) -> Callable[[str], str | None]:
+def _number(pattern: str, index: int = -1) -> Any:
     """A wrong last_number: the ``index``-th match of ``pattern``, or None."""
     return lambda text: (re.findall(pattern, text) or [None])[index]
 
 
-_THOUSANDS = "remove thousands separators (1,234 is the number 1234)."
-_NUMBER_MISTAKES = [
-    (_number(r"-?\d+(?:\.\d+)?", index=0),
-     "take the LAST number: small models write '2 + 9 = 11'."),
-    (_number(r"-?\d+(?:\.\d+)?"), _THOUSANDS),  # before the others: they give 234 too
-    (_number(r"-?\d[\d,]*(?:\.\d+)?"), _THOUSANDS),
-    (_number(r"\d+(?:\.\d+)?"), "keep a leading minus sign: -?\\d+."),
-    (_number(r"-?\d+"), "allow a decimal part: \\d+(?:\\.\\d+)?."),
-    (lambda text: extract_answer(text) or "",
-     "return None, not an empty string, when there is no number."),
-]  # fmt: skip
 check_last_number = Exercise(
     "last number",
-    task="""``fn(text) -> str | None``: the last number in a completion, thousands
-    commas removed ("1,234" → "1234"), a leading minus kept, None if there is none.
-    Reference: ``rewards.extract_answer`` on texts without ``\\boxed{}`` or ``####``.""",
-    reference=extract_answer,
-    cases=lambda: table(
-        [
-            ("hand-made: the model writes the sum", "2 + 9 = 11"),
-            ("hand-made: words around it", "The answer is 25."),
-            ("hand-made: a negative answer", "3 - 10 = -7"),
-            ("hand-made: a decimal", "Half of 7 is 3.5"),
-            ("hand-made: thousands separator", "So the total is 1,234 apples."),
-            ("degenerate: no number at all", "I'm here to help!"),
-            ("degenerate: an empty completion", ""),
-        ]
+    "fn(text) -> str | None: the last number in a completion, thousands commas removed "
+    '("1,234" → "1234"), a leading minus kept, None if there is none. Reference: '
+    "rewards.extract_answer on texts without \\boxed{} or ####.",
+    extract_answer,
+    lambda: table(
+        ("hand-made: the model writes the sum", "2 + 9 = 11"),
+        ("hand-made: words around it", "The answer is 25."),
+        ("hand-made: a negative answer", "3 - 10 = -7"),
+        ("hand-made: a decimal", "Half of 7 is 3.5"),
+        ("hand-made: thousands separator", "So the total is 1,234 apples."),
+        ("degenerate: no number at all", "I'm here to help!"),
+        ("degenerate: an empty completion", ""),
     ),
-    mistakes=_NUMBER_MISTAKES,
+    {  # the order matters: the first mistake that gives the same answer is shown
+        "take the LAST number: small models write '2 + 9 = 11'.": _number(
+            r"-?\d+(?:\.\d+)?", index=0
+        ),
+        "remove thousands separators: 1,234 is the number 1234, not 234.": _number(
+            r"-?\d+(?:\.\d+)?"
+        ),
+        "remove thousands separators: 1,234 is the number 1234, not '1,234'.": _number(
+            r"-?\d[\d,]*(?:\.\d+)?"
+        ),
+        "keep a leading minus sign: -?\\d+.": _number(r"\d+(?:\.\d+)?"),
+        "allow a decimal part: \\d+(?:\\.\\d+)?.": _number(r"-?\d+"),
+        "return None, not an empty string, when there is no number.": lambda text: (
+            extract_answer(text) or ""
+        ),
+    },
 )
