@@ -161,8 +161,17 @@ class SFPOConfig:
     """``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda``."""
 
     dtype: str = "auto"
-    """``auto`` (CPU: float32; GPU: bfloat16, or float16 where bf16 is missing, e.g. T4),
-    ``float32``, ``bfloat16`` or ``float16``."""
+    """``auto`` (CPU: float32, or bfloat16 where the CPU computes it natively (AMX,
+    AVX512-BF16); GPU: bfloat16, or float16 where bf16 is missing, e.g. T4), ``float32``,
+    ``bfloat16`` or ``float16``. Trainable LoRA weights stay float32 either way."""
+
+    num_threads: int = 0
+    """CPU threads for torch. 0 (default) adapts before every outer step: every core
+    when the machine is otherwise idle, one fewer for each core that other processes
+    keep busy (their share of the 1-minute load average), at least 1; spinning thread
+    teams of two runs on the same cores otherwise slow both several times over
+    (bench/contention.py). Ignored when ``OMP_NUM_THREADS`` is set. A changed thread
+    count can change results in the last bits."""
 
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory (slower)."""
@@ -240,6 +249,7 @@ class SFPOConfig:
         integer("lora_alpha", 1)
         integer("group_size", 2)
         integer("stop_window", 2)
+        integer("num_threads", 0)
         if self.seed > MAX_SEED:
             raise bad("seed", f"must be <= {MAX_SEED} (2**32 - 1)", "use e.g. 0-9999")
         if self.num_steps > MAX_STEPS:

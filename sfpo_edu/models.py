@@ -462,6 +462,27 @@ def _resolve_device(device: str) -> torch.device:
     return device_
 
 
+def set_cpu_threads(requested: int = 0) -> int:
+    """Set torch's CPU thread count (``SFPOConfig.num_threads``) and return it.
+
+    ``requested`` > 0 is taken as is. 0 adapts to what other processes use: every
+    core minus the cores they keep busy (the 1-minute load average less this
+    process's own threads), at least one. Thread teams that share cores with another
+    busy process spin against it and slow both far more than their share of the CPU
+    says. With ``OMP_NUM_THREADS`` set the user has chosen: nothing changes.
+    """
+    if requested > 0:
+        torch.set_num_threads(requested)
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        cores = os.cpu_count() or 1
+        try:
+            others = os.getloadavg()[0] - torch.get_num_threads()
+        except OSError:  # no load average on this platform: use every core
+            others = 0.0
+        torch.set_num_threads(max(1, min(cores, round(cores - max(0.0, others)))))
+    return torch.get_num_threads()
+
+
 def cpu_features() -> dict[str, bool]:
     """The CPU features that change this package's speed or behaviour.
 

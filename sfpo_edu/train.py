@@ -67,7 +67,7 @@ from sfpo_edu.metrics import (
     save_trajectory,
     unlock_run_dir,
 )
-from sfpo_edu.models import Policy, load_policy
+from sfpo_edu.models import Policy, load_policy, set_cpu_threads
 from sfpo_edu.params import flatten, record_calls, restore_, trainable_params
 from sfpo_edu.rewards import score_completions
 from sfpo_edu.rollouts import (
@@ -326,6 +326,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """One outer step: rollouts, update, metrics (not written)."""
+        if self.policy.device.type == "cpu":
+            set_cpu_threads(self.cfg.num_threads)
         t0 = time.perf_counter()
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)
         batch, answers, stats = self.rollout(step)
@@ -347,6 +349,7 @@ class Trainer:
             "time/rollout_s": t1 - t0,
             "time/update_s": t2 - t1,
             "time/step_s": time.perf_counter() - t0,
+            "time/threads": torch.get_num_threads(),
             "memory/peak_mb": peak_memory_mb(self.policy.device),
         }  # fmt: skip
 

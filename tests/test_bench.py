@@ -38,6 +38,15 @@ def test_step_cost_quick(tmp_path):
     assert "torch" in data["environment"]
 
 
+def test_contention_quick(tmp_path):
+    out = run("contention.py", tmp_path)
+    assert "pair_adaptive" in out
+    data = json.loads((tmp_path / "contention_quick.json").read_text())
+    assert set(data["results"]) == {"alone", "pair_adaptive", "pair_fixed"}
+    fixed = data["results"]["pair_fixed"]
+    assert len(fixed["steps"]) == 2 and fixed["threads_settled"] == [data["cores"]]
+
+
 def test_rollouts_to_target_quick(tmp_path):
     out = run("rollouts_to_target.py", tmp_path, "--runs-dir", str(tmp_path / "runs"))
     assert "Toy: rollouts until" in out and "GRPO's best" in out

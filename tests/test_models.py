@@ -355,3 +355,33 @@ def test_only_the_bitsandbytes_kernels_notice_is_dropped(caplog):
         )
         ops.logger.warning("a real bitsandbytes warning")
     assert [r.getMessage() for r in caplog.records] == ["a real bitsandbytes warning"]
+
+
+@pytest.mark.parametrize(
+    ("load", "own", "requested", "expected"),
+    [
+        (2.0, 2, 0, 2),  # alone on 2 cores: both
+        (4.1, 2, 0, 1),  # another run keeps 2 cores busy: one
+        (2.0, 1, 0, 1),  # two runs at one thread each: stays at one
+        (1.1, 1, 0, 2),  # the other run ended: back to both
+        (9.0, 2, 0, 1),  # never below one
+        (4.0, 2, 2, 2),  # asked for: taken as is
+    ],
+)
+def test_cpu_threads_adapt_to_other_processes(
+    monkeypatch, load, own, requested, expected
+):
+    threads = {"n": own}
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(models.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(models.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads["n"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: threads.update(n=n))
+    assert models.set_cpu_threads(requested) == expected
+
+
+def test_cpu_threads_leave_omp_num_threads_alone(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(models.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    before = torch.get_num_threads()
+    assert models.set_cpu_threads(0) == before
