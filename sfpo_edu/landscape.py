@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from sfpo_edu.config import SFPOConfig
-from sfpo_edu.params import flatten, trainable_params
+from sfpo_edu.params import flatten, reposition, trainable_params
+from sfpo_edu.records import StepPath
 from sfpo_edu.sfpo import LossFn, grpo_update, sfpo_update
-from sfpo_edu.toy import ToyBandit, make_optimizer, record_calls
+from sfpo_edu.toy import ToyBandit, make_optimizer
 
 STAT_KEYS = ("loss", "kl", "clip_frac", "ratio_dev")
 
@@ -107,9 +108,9 @@ def reposition_line(
     rows = []
     with restored(params), torch.no_grad():
         for t in ts.tolist():
-            # θ(t) = θ₀ + t(θ_K − θ₀), as the lerp interpolate_ uses: exactly θ₀ at
-            # t = 0, θ_K at t = 1 and the θ̃ of sfpo_update at t = α
-            unflatten_(params, tk.lerp(t0, 1.0 - t))
+            # θ(t) = θ₀ + t(θ_K − θ₀) by the reposition itself: exactly θ₀ at t = 0,
+            # θ_K at t = 1 and the θ̃ of sfpo_update at t = α
+            unflatten_(params, reposition(tk, t0, t))
             rows.append(_stats_at(loss_fn, batch))
     return {"t": ts} | {k: torch.tensor([r[k] for r in rows]) for k in STAT_KEYS}
 
@@ -166,7 +167,7 @@ def plane_basis(
         )
     v = w / w.norm()
     plane = Plane(origin=t0, u=u, v=v, coords={}, alpha=alpha)
-    theta_tilde = tk.lerp(t0, 1.0 - alpha)  # Eq. (3), as interpolate_ computes it
+    theta_tilde = reposition(tk, t0, alpha)  # Eq. (3), as interpolate_ computes it
     named = {"theta_0": t0, "theta_k": tk, "theta_tilde": theta_tilde, "theta_next": tn}
     plane.coords = {name: plane.project(x) for name, x in named.items()}
     return plane
@@ -235,27 +236,28 @@ def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[st
 
     sfpo_bandit = copy.deepcopy(bandit)
     params = trainable_params(sfpo_bandit)
-    # loss calls: θ⁰ … θ^{K−1} (fast), θ_K (diagnostics), θ̃ (slow)
-    traced, seen = record_calls(sfpo_bandit.make_loss_fn(cfg), params)
+    path = StepPath()
     sfpo_update(
-        params, make_optimizer(params, cfg), batch, traced,
-        num_fast_steps=K, alpha=alpha, max_grad_norm=cfg.max_grad_norm,
-        diagnostics=True,
-    )  # fmt: skip
-    fast = torch.stack(seen[: K + 1]) if alpha > 0 else seen[0].unsqueeze(0)  # (K+1, 2)
+        params,
+        make_optimizer(params, cfg),
+        batch,
+        sfpo_bandit.make_loss_fn(cfg),
+        num_fast_steps=K,
+        alpha=alpha,
+        max_grad_norm=cfg.max_grad_norm,
+        path=path,
+    )
 
     grpo_bandit = copy.deepcopy(bandit)
     grpo_params = trainable_params(grpo_bandit)
     grpo_update(
-        grpo_params, make_optimizer(grpo_params, cfg), batch,
-        grpo_bandit.make_loss_fn(cfg), max_grad_norm=cfg.max_grad_norm,
-    )  # fmt: skip
-    return {
-        "theta_0": seen[0],
-        "fast": fast,
-        "theta_k": fast[-1],
-        "theta_tilde": seen[-1],  # the slow pass starts at θ̃
-        "theta_next": flatten(params),
+        grpo_params,
+        make_optimizer(grpo_params, cfg),
+        batch,
+        grpo_bandit.make_loss_fn(cfg),
+        max_grad_norm=cfg.max_grad_norm,
+    )
+    return path.points() | {
         "grpo_next": flatten(grpo_params),
         "alpha": alpha,
         "num_fast_steps": K,

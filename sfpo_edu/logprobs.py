@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from sfpo_edu.rollouts import RolloutBatch
+from sfpo_edu.records import RolloutBatch
 
 
 def per_token_logps(

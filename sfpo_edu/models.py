@@ -34,7 +34,6 @@ import shutil
 import socket
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,6 +46,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from sfpo_edu.records import Policy
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -78,22 +79,6 @@ _TINY_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-@dataclass
-class Policy:
-    """A model to train and the tokenizer that goes with it.
-
-    `model` is a transformers causal LM (`model(input_ids).logits` is (B, L, V)),
-    wrapped by peft when LoRA is on. `device` is where its weights live, `dtype` the
-    dtype it computes in (the 4-bit compute dtype under quantization).
-    """
-
-    model: torch.nn.Module
-    tokenizer: PreTrainedTokenizerBase
-    name: str
-    device: torch.device
-    dtype: torch.dtype
 
 
 def load_policy(

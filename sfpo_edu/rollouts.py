@@ -29,37 +29,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from sfpo_edu.models import Policy
-
-
-@dataclass
-class RolloutBatch:
-    """Prompts, sampled completions and (filled in later) what the update needs.
-
-    Every tensor has first dimension B and every list has length B, so a trainer can
-    split the batch into mini-batches by slicing dimension 0 of each field.
-    """
-
-    prompt_ids: Tensor  # (B, P) left-padded; each prompt repeated G times in a row
-    prompt_mask: Tensor  # (B, P) 1 for prompt tokens, 0 for left padding
-    completion_ids: Tensor  # (B, T) right-padded with the pad id
-    completion_mask: Tensor  # (B, T) 1 up to and including the first EOS, 0 after
-    truncated: Tensor  # (B,) bool: hit max_new_tokens without an EOS
-    prompts: list[str]  # (B,) the user turn of each row
-    completions: list[str]  # (B,) decoded completion text, special tokens skipped
-    group_size: int  # G
-    rewards: Tensor | None = None  # (B,) filled by the trainer
-    advantages: Tensor | None = None  # (B,)
-    old_per_token_logps: Tensor | None = None  # (B, T) log π_old(o_t | q, o_<t)
-    ref_per_token_logps: Tensor | None = None  # (B, T) log π_ref(o_t | q, o_<t)
-
-    def __len__(self) -> int:
-        return self.completion_ids.shape[0]
+from sfpo_edu.records import Policy, RolloutBatch
 
 
 def generate_rollouts(

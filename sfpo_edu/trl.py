@@ -103,9 +103,9 @@ import torch
 from packaging.version import Version
 from torch import Tensor
 
-from sfpo_edu.config import SFPOConfig
+from sfpo_edu.config import SFPOConfig, field_docs
 from sfpo_edu.params import Snapshot, interpolate_, snapshot, trainable_params
-from sfpo_edu.sfpo import StopRule
+from sfpo_edu.sfpo import StopRule, finish_outer_step, start_outer_step
 
 TRL_TESTED = ">=1.16,<1.17"
 TRL_FIX = 'pip install "sfpo_edu[trl]"'
@@ -132,49 +132,31 @@ except ImportError as err:
 check_trl_version(trl.__version__)
 
 STATE_FILE = "sfpo_state.json"
+_FIELD_DOCS = field_docs()
+
+
+def _sfpo_field(name: str, note: str = "") -> Any:
+    """A dataclass field with ``SFPOConfig``'s default and help text for ``name``."""
+    help_text = f"{_FIELD_DOCS[name]} {note}".strip()
+    return field(default=getattr(SFPOConfig, name), metadata={"help": help_text})
 
 
 @dataclass
 class SFPOGRPOConfig(GRPOConfig):
     """``GRPOConfig`` plus SFPO's fields; ``num_iterations`` becomes K + 1.
 
-    Field rules and messages are ``sfpo_edu.config.SFPOConfig``'s.
+    Field defaults, help texts, rules and messages are ``sfpo_edu.config.SFPOConfig``'s.
     """
 
-    num_fast_steps: int = field(
-        default=3,
-        metadata={
-            "help": "K: fast passes over each generation batch before the "
-            "reposition (TRL's num_iterations is set to K + 1). Paper: 3."
-        },
+    num_fast_steps: int = _sfpo_field(
+        "num_fast_steps", "TRL's num_iterations is set to K + 1."
     )
-    alpha: float = field(
-        default=0.8,
-        metadata={
-            "help": "α in [0, 1]: reposition θ̃ = θ₀ + α(θ_K − θ₀). 1 is GRPO "
-            "with K + 1 passes, 0 is one GRPO pass. Paper: 0.8."
-        },
-    )
-    stop_rule: str = field(
-        default="rise",
-        metadata={
-            "help": "When SFPO turns into GRPO for good: 'rise' (entropy "
-            "z ≥ τ, reference code), 'abs' (|z| ≥ τ, paper), 'step' (at "
-            "stop_step) or 'never'."
-        },
-    )
-    stop_window: int = field(
-        default=30, metadata={"help": "ω: entropies in the z-score window."}
-    )
-    stop_threshold: float = field(
-        default=1.0, metadata={"help": "τ: z-score threshold of the stop rule."}
-    )
-    stop_step: int | None = field(
-        default=None,
-        metadata={
-            "help": "Generation batch (outer step, from 0) at which the "
-            "'step' rule switches SFPO off."
-        },
+    alpha: float = _sfpo_field("alpha")
+    stop_rule: str = _sfpo_field("stop_rule")
+    stop_window: int = _sfpo_field("stop_window")
+    stop_threshold: float = _sfpo_field("stop_threshold")
+    stop_step: int | None = _sfpo_field(
+        "stop_step", "Here an outer step is one generation batch, counted from 0."
     )
 
     def __post_init__(self) -> None:
@@ -284,26 +266,22 @@ class SFPOTrainer(GRPOTrainer):
 
     # --- the three SFPO events ------------------------------------------------------
     def _start_batch(self) -> None:
-        """Before generation batch s: stop rule, then snapshot θ₀."""
-        z = self.stop_rule.zscore()
-        off = self.stop_rule.check(self.outer_step)
-        if self.accelerator.num_processes > 1:  # every rank follows rank 0
-            from accelerate.utils import broadcast
-
-            flag = torch.tensor([float(off)], device=self.accelerator.device)
-            off = bool(broadcast(flag, from_process=0).item())
-            if off and self.stop_rule.fired_at is None:
-                self.stop_rule.fired_at = self.outer_step
-        self._alpha = 0.0 if off else self.args.alpha
+        """Before generation batch s: the controller (stop rule, α), then snapshot θ₀."""
+        self._batch_metrics = start_outer_step(
+            self.stop_rule, self.outer_step, self.args.alpha, agree=self._agree
+        )
+        self._alpha = self._batch_metrics["sfpo/alpha"]
         self._rows.clear()
-        self._batch_metrics = {
-            "sfpo/alpha": self._alpha,
-            "sfpo/active": float(self._alpha > 0),
-            "sfpo/stopped": float(off),
-        }
-        if z is not None:
-            self._batch_metrics["sfpo/entropy_z"] = z
         self._theta_0 = self._read_fp32() if self._alpha > 0 else None
+
+    def _agree(self, off: bool) -> bool:
+        """Every rank follows rank 0's stop-rule decision."""
+        if self.accelerator.num_processes == 1:
+            return off
+        from accelerate.utils import broadcast
+
+        flag = torch.tensor([float(off)], device=self.accelerator.device)
+        return bool(broadcast(flag, from_process=0).item())
 
     @torch.no_grad()
     def _reposition(self) -> None:
@@ -351,7 +329,7 @@ class SFPOTrainer(GRPOTrainer):
         metrics = {k: float(v) for k, v in metrics.items()}
         if "slow/entropy" in metrics:
             metrics["sfpo/entropy"] = metrics["slow/entropy"]
-            self.stop_rule.record(metrics["sfpo/entropy"])
+        finish_outer_step(self.stop_rule, metrics)
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
         self.outer_step += 1

@@ -11,7 +11,7 @@ from sfpo_edu.landscape import (
     unflatten_,
 )
 from sfpo_edu.params import flatten, snapshot, trainable_params
-from sfpo_edu.toy import ToyBandit, record_calls, toy_config
+from sfpo_edu.toy import ToyBandit, toy_config
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,12 @@ def test_unflatten_inverts_flatten_and_checks_size():
 def test_reposition_line_hits_theta_0_theta_tilde_theta_k_exactly(toy):
     bandit, cfg, trace = toy
     params = trainable_params(bandit)
-    traced, seen = record_calls(bandit.make_loss_fn(cfg), params)
+    loss_fn, seen = bandit.make_loss_fn(cfg), []
+
+    def traced(batch):  # stores the point each evaluation sees
+        seen.append(flatten(params))
+        return loss_fn(batch)
+
     line = reposition_line(
         params, trace["theta_0"], trace["theta_k"], traced, trace["batch"],
         ts=[0.0, cfg.alpha, 1.0],
