@@ -116,4 +116,3 @@ def drift_metrics(
         "sfpo/cos_fast_slow": cosine(fast, slow),
         "update/norm": (tn - t0).norm().item(),
     }
-

@@ -9,7 +9,8 @@ from torch import nn
 
 from sfpo_edu.config import SFPOConfig
 from sfpo_edu.losses import grpo_loss
-from sfpo_edu.params import flatten, snapshot
+from sfpo_edu.params import flatten, reposition, snapshot
+from sfpo_edu.records import StepPath
 from sfpo_edu.sfpo import (
     NonFiniteError,
     StopRule,
@@ -285,3 +286,65 @@ def test_grpo_updates_report_their_step_size():
     before = flatten(snapshot(params))
     m = update(params, adamw(policy), batch, loss_fn, cfg, StopRule(), step=0)
     assert m["update/norm"] == pytest.approx((flatten(params) - before).norm().item())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_sfpo_update_reports_its_path(alpha):
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    start = flatten(params)
+    path = StepPath()
+    sfpo_update(params, adamw(policy), batch, loss_fn, num_fast_steps=3, alpha=alpha,
+                path=path)  # fmt: skip
+    assert torch.equal(path.theta_0, start)
+    assert len(path.fast) == (4 if alpha > 0 else 1)  # θ⁰ … θ_K, or θ₀ alone
+    assert torch.equal(path.fast[0], start) and torch.equal(path.fast[-1], path.theta_k)
+    assert torch.equal(path.theta_tilde, reposition(path.theta_k, start, alpha))
+    assert torch.equal(path.theta_next, flatten(params))
+    assert set(path.points()) == {"theta_0", "fast", "theta_k", "theta_tilde",
+                                  "theta_next"}  # fmt: skip
+
+
+def test_the_path_costs_nothing_unless_asked_and_leaves_the_update_unchanged():
+    results = []
+    for path in [None, StepPath(), StepPath(with_fast=False)]:
+        policy, batch, loss_fn, _ = make_problem()
+        params = list(policy.parameters())
+        sfpo_update(params, adamw(policy), batch, loss_fn, path=path)
+        results.append(flatten(params))
+        if path is not None and not path.with_fast:
+            assert path.fast == [] and path.theta_k is not None
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("num_passes", [1, 3])
+def test_grpo_path_and_honest_metric_names(num_passes):
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    start, path = flatten(params), StepPath()
+    m = grpo_update(params, adamw(policy), batch, loss_fn, num_passes=num_passes,
+                    path=path)  # fmt: skip
+    assert len(path.fast) == num_passes and torch.equal(path.fast[0], start)
+    # GRPO×μ reads as SFPO at α = 1: θ_K = θ̃ = the start of the last pass
+    assert path.theta_k is path.theta_tilde is path.fast[-1]
+    assert torch.equal(path.theta_next, flatten(params))
+    if num_passes == 1:  # plain GRPO has no slow step: its one pass is "pass/"
+        assert "pass/loss" in m and not any(k.startswith(("slow/", "fast/")) for k in m)
+    else:
+        assert {"fast/loss", "slow/loss"} <= set(m) and "pass/loss" not in m
+
+
+def test_a_skipped_step_reports_a_path_that_stays_at_theta_0():
+    cfg = SFPOConfig(num_prompts=2, group_size=4)
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    start, path = flatten(params), StepPath()
+
+    def nan_loss(mb):
+        loss, stats = loss_fn(mb)
+        return loss * float("nan"), stats
+
+    with pytest.warns(UserWarning, match="skipped"):
+        update(params, adamw(policy), batch, nan_loss, cfg, StopRule(), 0, path)
+    assert all(torch.equal(p, start) for p in [path.theta_0, path.theta_k,
+               path.theta_tilde, path.theta_next, *path.fast])  # fmt: skip
