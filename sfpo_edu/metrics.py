@@ -190,3 +190,23 @@ def _renamed_grpo_keys(row: dict[str, Any]) -> dict[str, Any]:
     return {
         (f"pass/{k[5:]}" if k.startswith("slow/") else k): v for k, v in row.items()
     }
+
+
+def comparison_table(runs: dict[str, Run]) -> str:
+    """Reward at the start and end, held-out accuracy, rollouts and time per arm."""
+    names = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo": "SFPO"}
+    head = (f"{'arm':<12}{'reward first→last 3 steps':>28}{'held-out acc':>16}"
+            f"{'rollouts':>10}{'minutes':>9}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for algo, run in runs.items():
+        _, reward = run.series("reward/mean")
+        _, acc = run.series("eval/accuracy")
+        first, last = sum(reward[:3]) / 3, sum(reward[-3:]) / 3
+        acc_text = f"{acc[0]:.2f}→{acc[-1]:.2f}" if acc else "n/a"
+        used = max(r.get("rollouts/total", 0) for r in run.metrics)
+        minutes = run.config.get("extra", {}).get("wall_s", float("nan")) / 60
+        lines.append(
+            f"{names.get(algo, algo):<12}{f'{first:.2f} → {last:.2f}':>28}"
+            f"{acc_text:>16}{used:>10}{minutes:>9.1f}"
+        )
+    return "\n".join(lines)
