@@ -87,8 +87,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-# Small enough for this CPU: `compare` ran its three arms in under 12 minutes on an idle 2-core
-# machine (README); `--quick` is a smoke-sized preset of about 2 minutes.
+# Small enough for a 2-core CPU (timings in the README); `--quick` is a smoke-sized preset.
 DEMO = SFPOConfig(num_steps=10, num_prompts=2, group_size=8, eval_every=5, save_every=5)
 QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
              eval_every=2, num_eval_prompts=8, save_every=0)  # fmt: skip

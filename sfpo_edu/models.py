@@ -37,6 +37,7 @@ import urllib.parse
 from pathlib import Path
 
 import torch
+from packaging.version import Version
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -48,6 +49,11 @@ from transformers import (
 )
 
 from sfpo_edu.records import Policy
+
+# transformers 5.23 renamed gradient checkpointing to activation checkpointing.
+_TRANSFORMERS_RENAMED_CHECKPOINTING = Version(
+    importlib.metadata.version("transformers")
+) >= Version("5.23")
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -155,11 +161,11 @@ def load_policy(
             )
         if gradient_checkpointing:
             # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-            if hasattr(model, "activation_checkpointing_enable"):
+            if _TRANSFORMERS_RENAMED_CHECKPOINTING:
                 model.activation_checkpointing_enable(
                     activation_checkpointing_kwargs={"use_reentrant": False}
                 )
-            else:  # transformers < 5.23 calls it gradient checkpointing
+            else:
                 model.gradient_checkpointing_enable(
                     gradient_checkpointing_kwargs={"use_reentrant": False}
                 )

@@ -15,12 +15,9 @@ off, so that `per_token_logps(..., temperature=T)` gives the log-probabilities o
 distribution the tokens were actually drawn from (with top_p < 1, of the distribution
 before truncation, as in TRL).
 
-LoRA adapters are not merged into the base weights for generation. Measured on
-SmolLM2-135M (fp32, CPU, 8 x 32 tokens, LoRA r16 on q/k/v/o): merged generation is
-5-10% faster (73 vs 69 tok/s; the same tokens come out), but `unmerge_adapter()`
-does not restore the frozen base weights bit for bit (120 tensors off by up to
-1.2e-7 after one merge and unmerge), and with the adapters changing every step the
-error would accumulate over a run. Not worth it.
+LoRA adapters are not merged into the base weights for generation: merging is a little
+faster, but `unmerge_adapter()` does not restore the frozen base weights bit for bit,
+and with the adapters changing every step the error would accumulate over a run.
 
 `greedy_completions` decodes greedily (deterministic) for held-out evaluation.
 """
@@ -214,9 +211,8 @@ def _generate(
 
     With `group_size` G > 1 the rows come in groups of G copies of one prompt; each
     prompt is then read once and its key/value cache shared by its G rows, instead of
-    reading the same prompt G times. Same logits, so the same sampled tokens; on a
-    2-core CPU, 2 prompts × G = 8 with 32 new tokens took 4.5 s instead of 6.3 s
-    (bench/step_cost.py); the saving shrinks as completions grow longer.
+    reading the same prompt G times. Same logits, so the same sampled tokens; the
+    saving (bench/step_cost.py) shrinks as completions grow longer.
     """
     with _eval_mode(policy.model):
         cache = {}  # generate()'s cache argument, when the prompts were read here

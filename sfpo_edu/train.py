@@ -163,8 +163,11 @@ def graceful_interrupt() -> Iterator[dict[str, bool]]:
             if flag["stop"]:
                 raise KeyboardInterrupt
             flag["stop"] = True
-            print("\nInterrupted: finishing this step, then saving a checkpoint. "
-                  "Press Ctrl-C again to stop at once.", file=sys.stderr)  # fmt: skip
+            print(
+                "\nInterrupted: finishing this step, then saving a checkpoint. "
+                "Press Ctrl-C again to stop at once.",
+                file=sys.stderr,
+            )
 
         signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: leave Ctrl-C alone
@@ -302,9 +305,13 @@ class Trainer:
 
         cfg, rows = self.cfg, []
         bar = tqdm(
-            total=cfg.num_steps, initial=self.step, desc=f"{cfg.algo}",
-            unit="step", disable=not self.progress, dynamic_ncols=True,
-        )  # fmt: skip
+            total=cfg.num_steps,
+            initial=self.step,
+            desc=f"{cfg.algo}",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         with graceful_interrupt() as interrupt:
             while self.step < cfg.num_steps and not interrupt["stop"]:
                 s = self.step

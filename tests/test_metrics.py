@@ -59,6 +59,8 @@ def test_old_grpo_runs_read_their_one_pass_as_pass(tmp_path):
         logger = RunLogger(tmp_path / algo, config={"algo": algo})
         logger.log({"step": 0, "slow/loss": 0.5, "sfpo/alpha": 0.0})
     assert load_run(tmp_path / "grpo").metrics[0] == {
-        "step": 0, "pass/loss": 0.5, "sfpo/alpha": 0.0,
-    }  # fmt: skip
+        "step": 0,
+        "pass/loss": 0.5,
+        "sfpo/alpha": 0.0,
+    }
     assert "slow/loss" in load_run(tmp_path / "sfpo").metrics[0]  # SFPO keeps its name
