@@ -7,12 +7,14 @@ and take seconds on a CPU. The drift dashboard and the learning curves of real r
 are drawn only when recorded runs (folders with a ``config.json``) exist under
 ``--runs``; otherwise the script says so and skips them. The benchmark results
 (``bench/results/*.json``) and the rollouts-to-target sweep (``--sweep``) become the
-tables and figure of ``book/_generated/measured.md``, which the Results page includes.
+tables and figure of ``book/_generated/measured.md``, which the Results page includes,
+and ``book/concepts.py`` writes the concept map, ``book/concepts.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -297,6 +299,17 @@ def main() -> None:
     run_figures(args.runs, args.out)
     sweep_figures(args.sweep, args.out)
     measured_page(args.results, args.page)
+    concept_page()
+
+
+def concept_page() -> None:
+    """book/concepts.md from the table in book/concepts.py (the generator next door)."""
+    spec = importlib.util.spec_from_file_location(
+        "concepts", Path(__file__).with_name("concepts.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write()
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ def reposition_line(
     Returns {"t", "loss", "kl", "clip_frac", "ratio_dev"}, each (len(ts),): the loss
     (the clipped surrogate, minimised), the k3 KL to the behaviour policy θ₀ on the
     batch, the clip fraction and the mean |ρ − 1|. Default ts: 25 points on [0, 1.2].
+    Defined in :doc:`sfpo`.
     """
     # fp64 values of t, so that t = α hits the very θ̃ that sfpo_update computes
     ts = torch.linspace(0, 1.2, 25, dtype=torch.float64) if ts is None else ts

@@ -61,7 +61,7 @@ def reposition(theta_k: Tensor, theta_0: Tensor, alpha: float) -> Tensor:
     ``lerp(θ_K, θ₀, 1 − α) = θ_K + (1 − α)(θ₀ − θ_K)``, exact at both ends (α = 1 gives
     θ_K, α = 0 gives θ₀). Works on any pair of same-shape tensors (a parameter and its
     snapshot, or two flat vectors); α outside [0, 1] extrapolates along the chord.
-    Defined in :doc:`sfpo` (Stage II).
+    Defined in :doc:`implementation`.
     """
     # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
     return theta_k.lerp(theta_0, 1.0 - alpha)
@@ -105,6 +105,7 @@ def drift_metrics(
     ``sfpo/drift_norm`` ‖θ_K − θ₀‖, ``sfpo/reposition_norm`` ‖θ̃ − θ₀‖,
     ``sfpo/slow_step_norm`` ‖θ_{s+1} − θ̃‖, ``sfpo/cos_fast_slow`` cos(θ_K − θ₀,
     θ_{s+1} − θ̃) and ``update/norm`` ‖θ_{s+1} − θ₀‖.
+    Defined in :doc:`metrics`.
     """
     t0, tk, tn = flatten(theta_0), flatten(theta_k), flatten(theta_next)  # (D,)
     theta_tilde = reposition(tk, t0, alpha)  # (D,), the same op as interpolate_

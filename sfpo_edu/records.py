@@ -28,6 +28,7 @@ class StepPath:
     GRPO with μ passes reads as SFPO at α = 1: ``fast`` holds the start of every pass
     and θ_K = θ̃ the start of the last one. With α = 0 (one GRPO pass, or SFPO after
     the stop rule fired) and for a skipped step, θ_K = θ̃ = θ₀ and ``fast`` is [θ₀].
+    Defined in :doc:`implementation`.
     """
 
     with_fast: bool = True

@@ -111,6 +111,7 @@ def train_pass(
 
     Returns the loss_fn metrics of each mini-batch (plus ``grad_norm``), each measured
     at the parameters *before* that mini-batch's step.
+    Defined in :doc:`implementation`.
     """
     rows = []
     for minibatch in minibatches:
@@ -253,6 +254,7 @@ class StopRule:
     * ``abs`` (paper): fire when |z| ≥ τ. On a steadily falling entropy |z| ≈ 1.68 for
       ω = 30, so τ = 1 fires as soon as the window fills.
     * ``step``: fire at ``stop_step``;  ``never``: never fire.
+    Defined in :doc:`stop_rule`.
     """
 
     rule: str = "rise"

@@ -65,7 +65,10 @@ class ToyBatch:
 
 
 class ToyBandit(nn.Module):
-    """Softmax policy over arms with logits ``features @ θ``; θ is the only parameter."""
+    """Softmax policy over arms with logits ``features @ θ``; θ is the only parameter.
+
+    Defined in :doc:`sfpo`.
+    """
 
     def __init__(
         self,
@@ -174,7 +177,9 @@ def lookahead_update(
     max_grad_norm: float | None = None,
 ) -> dict[str, float]:
     """Lookahead: k inner steps, each on a FRESH batch sampled at the current θ, then
-    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Uses k rollout batches per outer step."""
+    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Uses k rollout batches per outer step.
+    Defined in :doc:`sfpo`.
+    """
     theta_0 = snapshot(params)
     for _ in range(num_inner_steps):
         rows = train_pass(params, optimizer, [sample_batch()], loss_fn, max_grad_norm)
