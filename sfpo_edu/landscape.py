@@ -29,7 +29,13 @@ import torch
 from torch import Tensor
 
 from sfpo_edu.config import SFPOConfig
-from sfpo_edu.params import flatten, reposition, trainable_params
+from sfpo_edu.params import (
+    flatten,
+    reposition,
+    restore_,
+    snapshot,
+    trainable_params,
+)
 from sfpo_edu.records import StepPath
 from sfpo_edu.sfpo import LossFn, grpo_update, sfpo_update
 from sfpo_edu.toy import ToyBandit, make_optimizer
@@ -65,14 +71,13 @@ def unflatten_(params: Sequence[Tensor], flat: Tensor) -> None:
 
 @contextmanager
 def restored(params: Sequence[Tensor]) -> Iterator[None]:
-    """Put the parameters back exactly as they were when the block exits."""
-    saved = [p.detach().clone() for p in params]  # same dtype: bit-exact
+    """Put the parameters back exactly as they were when the block exits (a float32
+    snapshot holds every fp32, bf16 and fp16 value exactly)."""
+    saved = snapshot(params)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
+        restore_(params, saved)
 
 
 def _stats_at(loss_fn: LossFn, batch: Any) -> dict[str, float]:
@@ -194,16 +199,9 @@ def plane_grid(
         pts = torch.stack(list(plane.coords.values()))  # (4, 2)
         lo, hi = pts.min(0).values, pts.max(0).values
         centre, half = (lo + hi) / 2, 0.7 * (hi - lo).max()
-        xs = (
-            torch.linspace(centre[0] - half, centre[0] + half, num)
-            if xs is None
-            else xs
-        )
-        ys = (
-            torch.linspace(centre[1] - half, centre[1] + half, num)
-            if ys is None
-            else ys
-        )
+        axes = [torch.linspace(c - half, c + half, num) for c in centre]  # x, y
+        xs = axes[0] if xs is None else xs
+        ys = axes[1] if ys is None else ys
     out = {k: torch.empty(len(ys), len(xs)) for k in STAT_KEYS}  # (Y, X) each
     with restored(params), torch.no_grad():
         for i, y in enumerate(ys.tolist()):

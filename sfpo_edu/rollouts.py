@@ -61,21 +61,7 @@ def generate_rollouts(
         log-prob fields are left None for the trainer.
     """
     _check_prompts(prompts)
-    if group_size < 2:
-        raise ValueError(
-            f"group_size={group_size}: GRPO compares completions within a group, so "
-            "it needs at least 2 per prompt. Use group_size=8 (a common choice)."
-        )
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1.")
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature={temperature} must be > 0 for sampling. For deterministic "
-            "decoding use greedy_completions()."
-        )
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]; 1.0 turns it off.")
-
+    _check_sampling(group_size, max_new_tokens, temperature, top_p)
     prompt_ids, prompt_mask = encode_prompts(policy, prompts, system_prompt)  # (N, P)
     prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)  # (B, P)
     prompt_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, P)
@@ -258,6 +244,25 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def _check_sampling(
+    group_size: int, max_new_tokens: int, temperature: float, top_p: float
+) -> None:
+    if group_size < 2:
+        raise ValueError(
+            f"group_size={group_size}: GRPO compares completions within a group, so "
+            "it needs at least 2 per prompt. Use group_size=8 (a common choice)."
+        )
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1.")
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature={temperature} must be > 0 for sampling. For deterministic "
+            "decoding use greedy_completions()."
+        )
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]; 1.0 turns it off.")
 
 
 def _check_prompts(prompts: list[str]) -> None:

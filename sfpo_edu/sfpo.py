@@ -194,10 +194,9 @@ def sfpo_update(
 ) -> dict[str, float]:
     """SFPO: K fast passes, reposition to θ̃ = θ₀ + α(θ_K − θ₀), one slow pass from θ̃.
 
-    ``params`` must hold θ₀ (the behaviour policy that sampled ``batch``) on entry and
-    hold θ_{s+1} on return. ``theta_0`` may pass in a snapshot of θ₀ already taken.
-    ``diagnostics`` adds one no-grad evaluation at θ_K (``kl/theta_k``). ``path``, if
-    given, is filled with θ₀, the fast iterates, θ_K, θ̃ and θ_{s+1} (see ``StepPath``).
+    ``params`` hold θ₀ (the behaviour policy that sampled ``batch``) on entry and θ_{s+1}
+    on return; ``theta_0`` may pass in a snapshot of θ₀. ``diagnostics`` adds one no-grad
+    evaluation at θ_K (``kl/theta_k``); ``path`` gets the points (``StepPath``).
     Defined in :doc:`sfpo`.
     """
     minibatches = split_batch(batch, num_minibatches)
