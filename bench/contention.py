@@ -77,7 +77,9 @@ def wait_for_idle(args: argparse.Namespace, limit_s: float = 180.0) -> None:
     start = time.perf_counter()
     while not args.quick and os.getloadavg()[0] > 0.5:
         if time.perf_counter() - start > limit_s:
-            print(f"load average still {os.getloadavg()[0]:.1f}: the machine is not idle")
+            print(
+                f"load average still {os.getloadavg()[0]:.1f}: the machine is not idle"
+            )
             return
         time.sleep(5)
 

@@ -9,12 +9,14 @@ are drawn only when recorded runs (folders with a ``config.json``) exist under
 (``bench/results/*.json``) and the rollouts-to-target sweep (``--sweep``) become the
 tables and figure of ``book/_generated/measured.md``, which the Results page includes,
 and the step costs of ``book/_generated/step_costs.md``, which the intro and the
-teachers' page include (one source for those numbers).
+teachers' page include (one source for those numbers),
+and ``book/concepts.py`` writes the concept map, ``book/concepts.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -328,6 +330,17 @@ def main() -> None:
     sweep_figures(args.sweep, args.out)
     measured_page(args.results, args.page)
     step_costs_page(args.results, args.page.with_name("step_costs.md"))
+    concept_page()
+
+
+def concept_page() -> None:
+    """book/concepts.md from the table in book/concepts.py (the generator next door)."""
+    spec = importlib.util.spec_from_file_location(
+        "concepts", Path(__file__).with_name("concepts.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write()
 
 
 if __name__ == "__main__":

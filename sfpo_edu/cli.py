@@ -112,8 +112,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-# Small enough for this CPU: `compare` ran its three arms in under 12 minutes on an idle 2-core
-# machine (README); `--quick` is a smoke-sized preset of about 2 minutes.
+# Small enough for a 2-core CPU (timings in the README); `--quick` is a smoke-sized preset.
 DEMO = SFPOConfig(num_steps=10, num_prompts=2, group_size=8, eval_every=5, save_every=5)
 QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
              eval_every=2, num_eval_prompts=8, save_every=0)  # fmt: skip
@@ -185,7 +184,13 @@ def compare(
     remaining arms run. Each arm's ``extra.wall_s`` sums its time over sessions."""
     import gc
 
-    from sfpo_edu.metrics import CONFIG_FIX, atomic_write_text, load_run, read_json
+    from sfpo_edu.metrics import (
+        CONFIG_FIX,
+        atomic_write_text,
+        comparison_table,
+        load_run,
+        read_json,
+    )
     from sfpo_edu.train import Trainer
 
     output_dir = Path(output_dir)
@@ -260,26 +265,6 @@ def next_steps(figure: Path, run: Path) -> str:
         f"  3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more "
         "problems)."
     )
-
-
-def comparison_table(runs: dict[str, Any]) -> str:
-    """Reward at the start and end, held-out accuracy, rollouts and time per arm."""
-    names = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo": "SFPO"}
-    head = (f"{'arm':<12}{'reward first→last 3 steps':>28}{'held-out acc':>16}"
-            f"{'rollouts':>10}{'minutes':>9}")  # fmt: skip
-    lines = [head, "-" * len(head)]
-    for algo, run in runs.items():
-        _, reward = run.series("reward/mean")
-        _, acc = run.series("eval/accuracy")
-        first, last = sum(reward[:3]) / 3, sum(reward[-3:]) / 3
-        acc_text = f"{acc[0]:.2f}→{acc[-1]:.2f}" if acc else "n/a"
-        used = max(r.get("rollouts/total", 0) for r in run.metrics)
-        minutes = run.config.get("extra", {}).get("wall_s", float("nan")) / 60
-        lines.append(
-            f"{names.get(algo, algo):<12}{f'{first:.2f} → {last:.2f}':>28}"
-            f"{acc_text:>16}{used:>10}{minutes:>9.1f}"
-        )
-    return "\n".join(lines)
 
 
 def comparison_figure(runs: dict[str, Any]) -> Figure:

@@ -29,9 +29,16 @@ import torch
 from torch import Tensor
 
 from sfpo_edu.config import SFPOConfig
-from sfpo_edu.params import flatten, trainable_params
+from sfpo_edu.params import (
+    flatten,
+    reposition,
+    restore_,
+    snapshot,
+    trainable_params,
+)
+from sfpo_edu.records import StepPath
 from sfpo_edu.sfpo import LossFn, grpo_update, sfpo_update
-from sfpo_edu.toy import ToyBandit, make_optimizer, record_calls
+from sfpo_edu.toy import ToyBandit, make_optimizer
 
 STAT_KEYS = ("loss", "kl", "clip_frac", "ratio_dev")
 
@@ -64,14 +71,13 @@ def unflatten_(params: Sequence[Tensor], flat: Tensor) -> None:
 
 @contextmanager
 def restored(params: Sequence[Tensor]) -> Iterator[None]:
-    """Put the parameters back exactly as they were when the block exits."""
-    saved = [p.detach().clone() for p in params]  # same dtype: bit-exact
+    """Put the parameters back exactly as they were when the block exits (a float32
+    snapshot holds every fp32, bf16 and fp16 value exactly)."""
+    saved = snapshot(params)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
+        restore_(params, saved)
 
 
 def _stats_at(loss_fn: LossFn, batch: Any) -> dict[str, float]:
@@ -99,6 +105,7 @@ def reposition_line(
     Returns {"t", "loss", "kl", "clip_frac", "ratio_dev"}, each (len(ts),): the loss
     (the clipped surrogate, minimised), the k3 KL to the behaviour policy θ₀ on the
     batch, the clip fraction and the mean |ρ − 1|. Default ts: 25 points on [0, 1.2].
+    Defined in :doc:`sfpo`.
     """
     # fp64 values of t, so that t = α hits the very θ̃ that sfpo_update computes
     ts = torch.linspace(0, 1.2, 25, dtype=torch.float64) if ts is None else ts
@@ -107,9 +114,9 @@ def reposition_line(
     rows = []
     with restored(params), torch.no_grad():
         for t in ts.tolist():
-            # θ(t) = θ₀ + t(θ_K − θ₀), as the lerp interpolate_ uses: exactly θ₀ at
-            # t = 0, θ_K at t = 1 and the θ̃ of sfpo_update at t = α
-            unflatten_(params, tk.lerp(t0, 1.0 - t))
+            # θ(t) = θ₀ + t(θ_K − θ₀) by the reposition itself: exactly θ₀ at t = 0,
+            # θ_K at t = 1 and the θ̃ of sfpo_update at t = α
+            unflatten_(params, reposition(tk, t0, t))
             rows.append(_stats_at(loss_fn, batch))
     return {"t": ts} | {k: torch.tensor([r[k] for r in rows]) for k in STAT_KEYS}
 
@@ -166,7 +173,7 @@ def plane_basis(
         )
     v = w / w.norm()
     plane = Plane(origin=t0, u=u, v=v, coords={}, alpha=alpha)
-    theta_tilde = tk.lerp(t0, 1.0 - alpha)  # Eq. (3), as interpolate_ computes it
+    theta_tilde = reposition(tk, t0, alpha)  # Eq. (3), as interpolate_ computes it
     named = {"theta_0": t0, "theta_k": tk, "theta_tilde": theta_tilde, "theta_next": tn}
     plane.coords = {name: plane.project(x) for name, x in named.items()}
     return plane
@@ -192,16 +199,9 @@ def plane_grid(
         pts = torch.stack(list(plane.coords.values()))  # (4, 2)
         lo, hi = pts.min(0).values, pts.max(0).values
         centre, half = (lo + hi) / 2, 0.7 * (hi - lo).max()
-        xs = (
-            torch.linspace(centre[0] - half, centre[0] + half, num)
-            if xs is None
-            else xs
-        )
-        ys = (
-            torch.linspace(centre[1] - half, centre[1] + half, num)
-            if ys is None
-            else ys
-        )
+        axes = [torch.linspace(c - half, c + half, num) for c in centre]  # x, y
+        xs = axes[0] if xs is None else xs
+        ys = axes[1] if ys is None else ys
     out = {k: torch.empty(len(ys), len(xs)) for k in STAT_KEYS}  # (Y, X) each
     with restored(params), torch.no_grad():
         for i, y in enumerate(ys.tolist()):
@@ -235,27 +235,28 @@ def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[st
 
     sfpo_bandit = copy.deepcopy(bandit)
     params = trainable_params(sfpo_bandit)
-    # loss calls: θ⁰ … θ^{K−1} (fast), θ_K (diagnostics), θ̃ (slow)
-    traced, seen = record_calls(sfpo_bandit.make_loss_fn(cfg), params)
+    path = StepPath()
     sfpo_update(
-        params, make_optimizer(params, cfg), batch, traced,
-        num_fast_steps=K, alpha=alpha, max_grad_norm=cfg.max_grad_norm,
-        diagnostics=True,
-    )  # fmt: skip
-    fast = torch.stack(seen[: K + 1]) if alpha > 0 else seen[0].unsqueeze(0)  # (K+1, 2)
+        params,
+        make_optimizer(params, cfg),
+        batch,
+        sfpo_bandit.make_loss_fn(cfg),
+        num_fast_steps=K,
+        alpha=alpha,
+        max_grad_norm=cfg.max_grad_norm,
+        path=path,
+    )
 
     grpo_bandit = copy.deepcopy(bandit)
     grpo_params = trainable_params(grpo_bandit)
     grpo_update(
-        grpo_params, make_optimizer(grpo_params, cfg), batch,
-        grpo_bandit.make_loss_fn(cfg), max_grad_norm=cfg.max_grad_norm,
-    )  # fmt: skip
-    return {
-        "theta_0": seen[0],
-        "fast": fast,
-        "theta_k": fast[-1],
-        "theta_tilde": seen[-1],  # the slow pass starts at θ̃
-        "theta_next": flatten(params),
+        grpo_params,
+        make_optimizer(grpo_params, cfg),
+        batch,
+        grpo_bandit.make_loss_fn(cfg),
+        max_grad_norm=cfg.max_grad_norm,
+    )
+    return path.points() | {
         "grpo_next": flatten(grpo_params),
         "alpha": alpha,
         "num_fast_steps": K,

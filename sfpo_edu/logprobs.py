@@ -13,17 +13,8 @@ model. So `per_token_logps`
 3. computes the entropy (when asked) chunk by chunk too, recomputing the
    probabilities in backward rather than keeping them.
 
-Measured on SmolLM2-135M (CPU, fp32, LoRA), 8 sequences of 45 prompt + 60
-completion tokens, temperature 0.7; peak tensor memory of the call (profiler) and
-best-of-4 time, against `per_token_logps_naive`:
-
-    no grad (old / reference log-probs)   103 MiB vs 248 MiB   1.55 s vs 1.69 s
-      ... with entropy                    114 MiB vs 360 MiB   1.62 s vs 1.80 s
-    forward + backward                    979 MiB vs 1034 MiB  3.2 s vs 3.6 s
-      ... with entropy (and its gradient) 979 MiB vs 1214 MiB  3.5 s vs 3.6 s
-
-One (8, 60, V) fp32 copy of the logits is 90 MiB; the model's own activations are
-the other ~780 MiB under backward. The gap grows with B, T and V.
+What this saves (peak memory and time against the naive version, measured on
+SmolLM2-135M) is in the book's results page.
 
 `per_token_logps_naive` is the textbook version (full forward, `log_softmax`,
 `gather`); tests check that both agree (values, entropy, gradients). Read the naive
@@ -39,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from sfpo_edu.rollouts import RolloutBatch
+from sfpo_edu.records import RolloutBatch
 
 
 def per_token_logps(
@@ -63,14 +54,15 @@ def per_token_logps(
             result is the log-probability under the distribution that was sampled.
         with_entropy: also return the entropy −Σ_v π(v) log π(v) of each position.
         chunk_size: sequences per chunk in the softmax reductions; each chunk
-            makes chunk_size × T × V temporaries. 1 was both leanest and fastest
-            on CPU.
+            makes chunk_size × T × V temporaries.
 
     Returns:
         per_token_logps (B, T), and entropy (B, T) or None; both carry gradients
         when grad is enabled (the entropy for an entropy bonus).
         Positions where completion_mask is 0 hold finite values that the losses
         mask out.
+
+    Defined in :doc:`implementation`.
     """
     _check(temperature, chunk_size)
     T = batch.completion_ids.shape[1]

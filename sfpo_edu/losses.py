@@ -48,6 +48,8 @@ def group_advantages(
         group_size: G (≥ 2).
     Returns:
         advantages (B,) and ``reward/mean``, ``reward/std``, ``reward/frac_zero_std``.
+
+    Defined in :doc:`grpo`.
     """
     if rewards.dim() != 1 or rewards.numel() % group_size or group_size < 2:
         raise ValueError(
@@ -84,6 +86,7 @@ def aggregate(
 
     L is ``max_tokens`` (the generation limit, so the divisor does not depend on how
     long this batch's completions happen to be), or T when it is not given.
+    Defined in :doc:`grpo`.
     """
     mask = mask.to(per_token.dtype)
     if loss_agg == "token_mean":
@@ -102,13 +105,17 @@ def kl_k3(per_token_logps: Tensor, ref_per_token_logps: Tensor) -> Tensor:
     """Per-token k3 estimate of KL(π_θ ‖ π_ref): exp(r) − r − 1, r = log π_ref − log π_θ.
 
     Non-negative, zero where the two log-probs agree. Shapes (B, T) → (B, T).
+    Defined in :doc:`grpo`.
     """
     r = ref_per_token_logps - per_token_logps  # (B, T)
     return torch.exp(r) - r - 1
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy −Σ_v p_v log p_v of the categorical over the last axis: (..., V) → (...)."""
+    """Entropy −Σ_v p_v log p_v of the categorical over the last axis: (..., V) → (...).
+
+    Defined in :doc:`grpo`.
+    """
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
@@ -128,6 +135,8 @@ def clipped_surrogate(
     Returns:
         per-token loss (B, T), ratio ρ (B, T), and a (B, T) bool "clipping is active"
         (the clipped branch is the minimum, so this token gets no gradient).
+
+    Defined in :doc:`grpo`.
     """
     # ρ_t = π_θ(o_t) / π_θ₀(o_t); exactly 1 at θ = θ₀
     ratio = torch.exp(per_token_logps - old_per_token_logps)  # (B, T)

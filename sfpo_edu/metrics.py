@@ -8,7 +8,7 @@ A run is a folder of plain files that anything can read (plots, notebooks, ``jq`
     run.series("reward/mean")             # (steps, values)
 
 Every metrics line is one flat dict with namespaced keys (``reward/…``, ``fast/…``,
-``slow/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced on its own,
+``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced on its own,
 so a run killed at any moment leaves whole lines only (a torn last line is ignored on
 load and cut off on resume). ``config.json`` is replaced atomically.
 
@@ -221,8 +221,8 @@ def save_trajectory(
 ) -> None:
     """Save one outer step's parameter-space points for trajectory plots.
 
-    ``points``: ``theta_0`` (D,), ``fast`` (K+1, D) = θ⁰ … θ_K, ``theta_tilde`` (D,),
-    ``theta_next`` (D,), all flat trainable vectors; stored as float16 safetensors in
+    ``points`` (``records.StepPath.points()``): ``theta_0`` (D,), ``fast`` (K+1, D) =
+    θ⁰ … θ_K, ``theta_k``, ``theta_tilde``, ``theta_next`` (D,), flat trainable vectors; stored as float16 safetensors in
     ``trajectory/step_{step:06d}.safetensors`` (written atomically)."""
     from safetensors.torch import save_file
 
@@ -235,7 +235,8 @@ def save_trajectory(
 
 
 def load_trajectory(run_dir: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
-    """[(step, {"theta_0", "fast", "theta_tilde", "theta_next"} as float32), ...]."""
+    """[(step, {"theta_0", "fast", "theta_k", "theta_tilde", "theta_next"} as float32),
+    ...]; files written before θ_K was saved lack ``theta_k``."""
     from safetensors.torch import load_file
 
     folder = Path(run_dir) / "trajectory"
@@ -255,10 +256,14 @@ def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
             f"{path} is not a run folder (no config.json). Fix: point at a folder "
             f"written by `sfpo-edu train`, e.g. runs/<name> or data/runs/<name>."
         )
+    config = read_json(config_path, CONFIG_FIX)
+    metrics = _read_jsonl(path / "metrics.jsonl")
+    if config.get("algo") == "grpo":
+        metrics = [_renamed_grpo_keys(row) for row in metrics]
     return Run(
         path=path,
-        config=read_json(config_path, CONFIG_FIX),
-        metrics=_read_jsonl(path / "metrics.jsonl"),
+        config=config,
+        metrics=metrics,
         samples=_read_jsonl(path / "samples.jsonl") if samples else [],
     )
 
@@ -287,3 +292,31 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
     for run in runs:
         groups.setdefault(arm_key(run), []).append(run)
     return groups
+
+
+def _renamed_grpo_keys(row: dict[str, Any]) -> dict[str, Any]:
+    """Plain GRPO logs its one pass as ``pass/…``; runs recorded before that name (e.g.
+    ``data/runs``) have it as ``slow/…``, which is read here as ``pass/…``."""
+    return {
+        (f"pass/{k[5:]}" if k.startswith("slow/") else k): v for k, v in row.items()
+    }
+
+
+def comparison_table(runs: dict[str, Run]) -> str:
+    """Reward at the start and end, held-out accuracy, rollouts and time per arm."""
+    names = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo": "SFPO"}
+    head = (f"{'arm':<12}{'reward first→last 3 steps':>28}{'held-out acc':>16}"
+            f"{'rollouts':>10}{'minutes':>9}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for algo, run in runs.items():
+        _, reward = run.series("reward/mean")
+        _, acc = run.series("eval/accuracy")
+        first, last = sum(reward[:3]) / 3, sum(reward[-3:]) / 3
+        acc_text = f"{acc[0]:.2f}→{acc[-1]:.2f}" if acc else "n/a"
+        used = max(r.get("rollouts/total", 0) for r in run.metrics)
+        minutes = run.config.get("extra", {}).get("wall_s", float("nan")) / 60
+        lines.append(
+            f"{names.get(algo, algo):<12}{f'{first:.2f} → {last:.2f}':>28}"
+            f"{acc_text:>16}{used:>10}{minutes:>9.1f}"
+        )
+    return "\n".join(lines)

@@ -38,10 +38,10 @@ import tempfile
 import urllib.parse
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from packaging.version import Version
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -52,6 +52,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 from transformers.utils import logging as hf_logging
+
+from sfpo_edu.records import Policy
 
 # Three messages that look like errors to a student and are not, silenced at their
 # source (nothing else is):
@@ -65,6 +67,11 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
 #    the model (a FutureWarning): see `get_peft_model` in `load_policy`.
 # 3. transformers draws a "Writing model shards" bar for every save_pretrained, even
 #    of one small file: see `_no_save_bar`.
+
+# transformers 5.23 renamed gradient checkpointing to activation checkpointing.
+_TRANSFORMERS_RENAMED_CHECKPOINTING = Version(
+    importlib.metadata.version("transformers")
+) >= Version("5.23")
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -96,22 +103,6 @@ _TINY_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-@dataclass
-class Policy:
-    """A model to train and the tokenizer that goes with it.
-
-    `model` is a transformers causal LM (`model(input_ids).logits` is (B, L, V)),
-    wrapped by peft when LoRA is on. `device` is where its weights live, `dtype` the
-    dtype it computes in (the 4-bit compute dtype under quantization).
-    """
-
-    model: torch.nn.Module
-    tokenizer: PreTrainedTokenizerBase
-    name: str
-    device: torch.device
-    dtype: torch.dtype
 
 
 def load_policy(
@@ -188,11 +179,11 @@ def load_policy(
             )
         if gradient_checkpointing:
             # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-            if hasattr(model, "activation_checkpointing_enable"):
+            if _TRANSFORMERS_RENAMED_CHECKPOINTING:
                 model.activation_checkpointing_enable(
                     activation_checkpointing_kwargs={"use_reentrant": False}
                 )
-            else:  # transformers < 5.23 calls it gradient checkpointing
+            else:
                 model.gradient_checkpointing_enable(
                     gradient_checkpointing_kwargs={"use_reentrant": False}
                 )

@@ -12,14 +12,14 @@ matrices; the frozen (possibly 4-bit) base model is never copied or touched.
 Where this departs from a textbook:
 1. Snapshots are float32 (exact for fp32, bf16 and fp16 parameters), and the
    reposition is computed in float32, then cast back to the parameter dtype.
-2. The reposition uses ``torch.lerp``, which returns exactly θ_K at α = 1 and exactly
-   θ₀ at α = 0; the literal θ₀ + α(θ_K − θ₀) can be off by one ulp at α = 1.
+2. The reposition (``reposition``, the only place θ̃ is computed) uses ``torch.lerp``,
+   which returns exactly θ_K at α = 1 and exactly θ₀ at α = 0; the literal
+   θ₀ + α(θ_K − θ₀) can be off by one ulp at α = 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -55,21 +55,25 @@ def restore_(params: Sequence[Tensor], snap: Snapshot) -> None:
         p.copy_(s)
 
 
+def reposition(theta_k: Tensor, theta_0: Tensor, alpha: float) -> Tensor:
+    """θ̃ = θ₀ + α(θ_K − θ₀), the one place in the library that computes it.
+
+    ``lerp(θ_K, θ₀, 1 − α) = θ_K + (1 − α)(θ₀ − θ_K)``, exact at both ends (α = 1 gives
+    θ_K, α = 0 gives θ₀). Works on any pair of same-shape tensors (a parameter and its
+    snapshot, or two flat vectors); α outside [0, 1] extrapolates along the chord.
+    Defined in :doc:`implementation`.
+    """
+    # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
+    return theta_k.lerp(theta_0, 1.0 - alpha)
+
+
 @torch.no_grad()
 def interpolate_(params: Sequence[Tensor], theta_0: Snapshot, alpha: float) -> None:
-    """Reposition in place: θ ← θ₀ + α(θ − θ₀), i.e. θ_K → θ̃.
-
-    ``lerp(θ, θ₀, 1 − α) = θ + (1 − α)(θ₀ − θ)``, exact at both ends (α = 1 leaves θ_K,
-    α = 0 returns θ₀). Computed in fp32.
-    """
+    """Reposition in place, θ_K → θ̃ (``reposition`` in fp32, cast back)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} must lie in [0, 1].")
     for p, t0 in zip(params, theta_0, strict=True):
-        # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
-        if p.dtype == torch.float32:
-            p.lerp_(t0, 1.0 - alpha)
-        else:
-            p.copy_(p.float().lerp_(t0, 1.0 - alpha))
+        p.copy_(reposition(p.float(), t0, alpha))
 
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
@@ -96,14 +100,15 @@ def cosine(u: Tensor, v: Tensor) -> float:
 def drift_metrics(
     theta_0: Snapshot, theta_k: Snapshot, theta_next: Sequence[Tensor], alpha: float
 ) -> dict[str, float]:
-    """Distances of one SFPO step, from θ₀, θ_K and θ_{s+1} (θ̃ is recomputed exactly).
+    """Distances of one SFPO step, from θ₀, θ_K and θ_{s+1} (θ̃ by ``reposition``).
 
     ``sfpo/drift_norm`` ‖θ_K − θ₀‖, ``sfpo/reposition_norm`` ‖θ̃ − θ₀‖,
     ``sfpo/slow_step_norm`` ‖θ_{s+1} − θ̃‖, ``sfpo/cos_fast_slow`` cos(θ_K − θ₀,
     θ_{s+1} − θ̃) and ``update/norm`` ‖θ_{s+1} − θ₀‖.
+    Defined in :doc:`metrics`.
     """
     t0, tk, tn = flatten(theta_0), flatten(theta_k), flatten(theta_next)  # (D,)
-    theta_tilde = tk.lerp(t0, 1.0 - alpha)  # (D,), the same op as interpolate_
+    theta_tilde = reposition(tk, t0, alpha)  # (D,), the same op as interpolate_
     fast, slow = tk - t0, tn - theta_tilde  # (D,)
     return {
         "sfpo/drift_norm": fast.norm().item(),
@@ -112,20 +117,3 @@ def drift_metrics(
         "sfpo/cos_fast_slow": cosine(fast, slow),
         "update/norm": (tn - t0).norm().item(),
     }
-
-
-def record_calls(
-    loss_fn: Callable[[Any], Any], params: Sequence[Tensor]
-) -> tuple[Callable[[Any], Any], list[Tensor]]:
-    """Wrap a loss_fn so that every call also stores the flat parameters it sees.
-
-    ``sfpo_update`` calls the loss at θ⁰ … θ^{K−1} (fast), at θ_K (diagnostics) and
-    at θ̃ (slow), so the trace draws the fast path without touching the algorithm.
-    """
-    seen: list[Tensor] = []
-
-    def wrapped(batch: Any) -> Any:
-        seen.append(flatten(params))
-        return loss_fn(batch)
-
-    return wrapped, seen

@@ -15,12 +15,9 @@ off, so that `per_token_logps(..., temperature=T)` gives the log-probabilities o
 distribution the tokens were actually drawn from (with top_p < 1, of the distribution
 before truncation, as in TRL).
 
-LoRA adapters are not merged into the base weights for generation. Measured on
-SmolLM2-135M (fp32, CPU, 8 x 32 tokens, LoRA r16 on q/k/v/o): merged generation is
-5-10% faster (73 vs 69 tok/s; the same tokens come out), but `unmerge_adapter()`
-does not restore the frozen base weights bit for bit (120 tensors off by up to
-1.2e-7 after one merge and unmerge), and with the adapters changing every step the
-error would accumulate over a run. Not worth it.
+LoRA adapters are not merged into the base weights for generation: merging is a little
+faster, but `unmerge_adapter()` does not restore the frozen base weights bit for bit,
+and with the adapters changing every step the error would accumulate over a run.
 
 `greedy_completions` decodes greedily (deterministic) for held-out evaluation.
 """
@@ -29,37 +26,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from sfpo_edu.models import Policy
-
-
-@dataclass
-class RolloutBatch:
-    """Prompts, sampled completions and (filled in later) what the update needs.
-
-    Every tensor has first dimension B and every list has length B, so a trainer can
-    split the batch into mini-batches by slicing dimension 0 of each field.
-    """
-
-    prompt_ids: Tensor  # (B, P) left-padded; each prompt repeated G times in a row
-    prompt_mask: Tensor  # (B, P) 1 for prompt tokens, 0 for left padding
-    completion_ids: Tensor  # (B, T) right-padded with the pad id
-    completion_mask: Tensor  # (B, T) 1 up to and including the first EOS, 0 after
-    truncated: Tensor  # (B,) bool: hit max_new_tokens without an EOS
-    prompts: list[str]  # (B,) the user turn of each row
-    completions: list[str]  # (B,) decoded completion text, special tokens skipped
-    group_size: int  # G
-    rewards: Tensor | None = None  # (B,) filled by the trainer
-    advantages: Tensor | None = None  # (B,)
-    old_per_token_logps: Tensor | None = None  # (B, T) log π_old(o_t | q, o_<t)
-    ref_per_token_logps: Tensor | None = None  # (B, T) log π_ref(o_t | q, o_<t)
-
-    def __len__(self) -> int:
-        return self.completion_ids.shape[0]
+from sfpo_edu.records import Policy, RolloutBatch
 
 
 def generate_rollouts(
@@ -90,21 +61,7 @@ def generate_rollouts(
         log-prob fields are left None for the trainer.
     """
     _check_prompts(prompts)
-    if group_size < 2:
-        raise ValueError(
-            f"group_size={group_size}: GRPO compares completions within a group, so "
-            "it needs at least 2 per prompt. Use group_size=8 (a common choice)."
-        )
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1.")
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature={temperature} must be > 0 for sampling. For deterministic "
-            "decoding use greedy_completions()."
-        )
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]; 1.0 turns it off.")
-
+    _check_sampling(group_size, max_new_tokens, temperature, top_p)
     prompt_ids, prompt_mask = encode_prompts(policy, prompts, system_prompt)  # (N, P)
     prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)  # (B, P)
     prompt_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, P)
@@ -240,9 +197,8 @@ def _generate(
 
     With `group_size` G > 1 the rows come in groups of G copies of one prompt; each
     prompt is then read once and its key/value cache shared by its G rows, instead of
-    reading the same prompt G times. Same logits, so the same sampled tokens; on a
-    2-core CPU, 2 prompts × G = 8 with 32 new tokens took 4.5 s instead of 6.3 s
-    (bench/step_cost.py); the saving shrinks as completions grow longer.
+    reading the same prompt G times. Same logits, so the same sampled tokens; the
+    saving (bench/step_cost.py) shrinks as completions grow longer.
     """
     with _eval_mode(policy.model):
         cache = {}  # generate()'s cache argument, when the prompts were read here
@@ -288,6 +244,25 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def _check_sampling(
+    group_size: int, max_new_tokens: int, temperature: float, top_p: float
+) -> None:
+    if group_size < 2:
+        raise ValueError(
+            f"group_size={group_size}: GRPO compares completions within a group, so "
+            "it needs at least 2 per prompt. Use group_size=8 (a common choice)."
+        )
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1.")
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature={temperature} must be > 0 for sampling. For deterministic "
+            "decoding use greedy_completions()."
+        )
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]; 1.0 turns it off.")
 
 
 def _check_prompts(prompts: list[str]) -> None:

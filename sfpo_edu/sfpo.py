@@ -46,10 +46,12 @@ from sfpo_edu.params import (
     Snapshot,
     distance,
     drift_metrics,
+    flatten,
     interpolate_,
     restore_,
     snapshot,
 )
+from sfpo_edu.records import StepPath
 
 LossFn = Callable[[Any], tuple[Tensor, dict[str, float]]]
 
@@ -109,6 +111,7 @@ def train_pass(
 
     Returns the loss_fn metrics of each mini-batch (plus ``grad_norm``), each measured
     at the parameters *before* that mini-batch's step.
+    Defined in :doc:`implementation`.
     """
     rows = []
     for minibatch in minibatches:
@@ -130,7 +133,7 @@ def train_pass(
 
 
 @torch.no_grad()
-def evaluate(loss_fn: LossFn, minibatches: Sequence[Any]) -> dict[str, float]:
+def loss_stats(loss_fn: LossFn, minibatches: Sequence[Any]) -> dict[str, float]:
     """loss_fn metrics at the current parameters, without a step (mean over slices)."""
     return mean_metrics([loss_fn(mb)[1] for mb in minibatches])
 
@@ -144,22 +147,34 @@ def grpo_update(
     num_passes: int = 1,
     num_minibatches: int = 1,
     max_grad_norm: float | None = None,
+    path: StepPath | None = None,
 ) -> dict[str, float]:
     """GRPO: ``num_passes`` passes of the loss over one rollout batch (TRL's μ).
 
-    Metrics: the last pass as ``slow/…`` (it is the step that is kept), earlier passes'
-    last one as ``fast/…``, and ``sfpo/entropy`` from the last pass.
+    Metrics: a single pass logs as ``pass/…``. μ > 1 passes are SFPO at α = 1 (θ̃ = θ_K)
+    and log as SFPO does: the last pass as ``slow/…``, the one before as ``fast/…``.
+    ``sfpo/entropy`` is the last pass's entropy. ``path``, if given, is filled with
+    the start of every pass (see ``StepPath``). Defined in :doc:`grpo`.
     """
     minibatches = split_batch(batch, num_minibatches)
-    passes = [
-        train_pass(params, optimizer, minibatches, loss_fn, max_grad_norm)
-        for _ in range(num_passes)
-    ]
-    metrics = prefixed("slow/", mean_metrics(passes[-1]))
+    passes = []
+    for i in range(num_passes):
+        if path is not None:
+            start = flatten(params)  # (D,) where this pass starts
+            path.add_fast(start)
+            path.theta_0 = start if i == 0 else path.theta_0
+        passes.append(
+            train_pass(params, optimizer, minibatches, loss_fn, max_grad_norm)
+        )
+    last = "pass/" if num_passes == 1 else "slow/"
+    metrics = prefixed(last, mean_metrics(passes[-1]))
     if num_passes > 1:
         metrics |= prefixed("fast/", mean_metrics(passes[-2]))
-    if "slow/entropy" in metrics:
-        metrics["sfpo/entropy"] = metrics["slow/entropy"]
+    if f"{last}entropy" in metrics:
+        metrics["sfpo/entropy"] = metrics[f"{last}entropy"]
+    if path is not None:  # the last pass starts at θ_K = θ̃ (α = 1)
+        path.theta_k = path.theta_tilde = start
+        path.theta_next = flatten(params)
     return metrics
 
 
@@ -175,25 +190,32 @@ def sfpo_update(
     max_grad_norm: float | None = None,
     diagnostics: bool = True,
     theta_0: Snapshot | None = None,
+    path: StepPath | None = None,
 ) -> dict[str, float]:
     """SFPO: K fast passes, reposition to θ̃ = θ₀ + α(θ_K − θ₀), one slow pass from θ̃.
 
-    ``params`` must hold θ₀ (the behaviour policy that sampled ``batch``) on entry and
-    hold θ_{s+1} on return. ``theta_0`` may pass in a snapshot of θ₀ already taken.
-    ``diagnostics`` adds one no-grad evaluation at θ_K (``kl/theta_k``).
+    ``params`` hold θ₀ (the behaviour policy that sampled ``batch``) on entry and θ_{s+1}
+    on return; ``theta_0`` may pass in a snapshot of θ₀. ``diagnostics`` adds one no-grad
+    evaluation at θ_K (``kl/theta_k``); ``path`` gets the points (``StepPath``).
+    Defined in :doc:`sfpo`.
     """
     minibatches = split_batch(batch, num_minibatches)
     theta_0 = snapshot(params) if theta_0 is None else theta_0
     metrics = {"sfpo/alpha": alpha, "sfpo/active": float(alpha > 0)}
+    if path is not None:
+        path.theta_0 = flatten(theta_0)
+        path.add_fast(path.theta_0)
 
     # 1. fast: K passes of the unchanged GRPO loss on the same batch.
     # Eq. (2): θ^{k+1} = θ^k − η∇L(θ^k),  k = 0 … K−1
     if alpha > 0:  # α = 0 skips them: θ̃ = θ₀ whatever they did, but Adam would move
         for _ in range(num_fast_steps):
             fast = train_pass(params, optimizer, minibatches, loss_fn, max_grad_norm)
+            if path is not None:
+                path.add_fast(flatten(params))
         metrics |= prefixed("fast/", mean_metrics(fast))
         if diagnostics:
-            at_theta_k = evaluate(loss_fn, minibatches)
+            at_theta_k = loss_stats(loss_fn, minibatches)
             metrics |= {
                 "kl/theta_k": at_theta_k["kl"],
                 "clip/theta_k": at_theta_k["clip_frac"],
@@ -203,6 +225,8 @@ def sfpo_update(
     # 2. reposition: pull the fast weights back toward the start, in place.
     # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
     interpolate_(params, theta_0, alpha)
+    if path is not None:
+        path.theta_k, path.theta_tilde = flatten(theta_k), flatten(params)
 
     # 3. slow: one more pass from θ̃, applied at θ̃ (old log-probs are still θ₀'s).
     # Eq. (4): θ_{s+1} = θ̃ − η∇L(θ̃)
@@ -212,6 +236,8 @@ def sfpo_update(
     if "entropy" in slow[-1]:
         metrics["sfpo/entropy"] = mean_metrics(slow)["entropy"]
     metrics |= drift_metrics(theta_0, theta_k, params, alpha)
+    if path is not None:
+        path.theta_next = flatten(params)
     return metrics
 
 
@@ -227,6 +253,7 @@ class StopRule:
     * ``abs`` (paper): fire when |z| ≥ τ. On a steadily falling entropy |z| ≈ 1.68 for
       ω = 30, so τ = 1 fires as soon as the window fills.
     * ``step``: fire at ``stop_step``;  ``never``: never fire.
+    Defined in :doc:`stop_rule`.
     """
 
     rule: str = "rise"
@@ -282,6 +309,46 @@ def make_optimizer(params: Sequence[Tensor], cfg: SFPOConfig) -> torch.optim.Opt
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def start_outer_step(
+    stop_rule: StopRule,
+    step: int,
+    alpha: float,
+    *,
+    sfpo: bool = True,
+    agree: Callable[[bool], bool] | None = None,
+) -> dict[str, float]:
+    """The outer-step controller's first half: check the stop rule, fix the α to use.
+
+    Returns the step's ``sfpo/…`` keys: ``sfpo/alpha`` (the effective α: 0 once the
+    rule fired), ``sfpo/active``, ``sfpo/stopped`` and ``sfpo/entropy_z`` (once the
+    window is full). GRPO (``sfpo=False``) never checks the rule and reports its α
+    (0, or 1 for GRPO×(K+1)) as inactive. ``agree`` lets several processes take one
+    decision (e.g. rank 0's). Used by ``update`` and by ``trl.SFPOTrainer``.
+    Defined in :doc:`stop_rule`.
+    """
+    z = stop_rule.zscore()
+    off = stop_rule.check(step) if sfpo else False
+    if agree is not None:
+        off = agree(off)
+        if off and stop_rule.fired_at is None:
+            stop_rule.fired_at = step
+    alpha = 0.0 if off else alpha
+    metrics = {
+        "sfpo/alpha": alpha,
+        "sfpo/active": float(sfpo and alpha > 0),
+        "sfpo/stopped": float(off),
+    }
+    if z is not None:
+        metrics["sfpo/entropy_z"] = z
+    return metrics
+
+
+def finish_outer_step(stop_rule: StopRule, metrics: dict[str, float]) -> None:
+    """The controller's second half: feed the stop rule this step's ``sfpo/entropy``."""
+    if "sfpo/entropy" in metrics:
+        stop_rule.record(metrics["sfpo/entropy"])
+
+
 def update(
     params: Sequence[Tensor],
     optimizer: torch.optim.Optimizer,
@@ -290,43 +357,49 @@ def update(
     cfg: SFPOConfig,
     stop_rule: StopRule,
     step: int,
+    path: StepPath | None = None,
 ) -> dict[str, float]:
     """One outer step's update for ``cfg.algo``, with the stop rule and the
-    non-finite guard. This is what a trainer calls after the rollouts."""
-    z = stop_rule.zscore()
-    sfpo_off = stop_rule.check(step) if cfg.algo == "sfpo" else False
+    non-finite guard. This is what a trainer calls after the rollouts; ``path``
+    as in ``sfpo_update``."""
+    sfpo = cfg.algo == "sfpo"
+    metrics = start_outer_step(stop_rule, step, cfg.effective_alpha, sfpo=sfpo)
     theta_0 = snapshot(params)
     try:
-        if cfg.algo == "sfpo":
-            metrics = sfpo_update(
-                params, optimizer, batch, loss_fn,
+        if sfpo:
+            metrics |= sfpo_update(
+                params,
+                optimizer,
+                batch,
+                loss_fn,
                 num_fast_steps=cfg.num_fast_steps,
-                alpha=0.0 if sfpo_off else cfg.alpha,
+                alpha=metrics["sfpo/alpha"],
                 num_minibatches=cfg.num_minibatches,
                 max_grad_norm=cfg.max_grad_norm,
                 diagnostics=cfg.diagnostics,
                 theta_0=theta_0,
-            )  # fmt: skip
+                path=path,
+            )
         else:
-            metrics = grpo_update(
-                params, optimizer, batch, loss_fn,
+            metrics |= grpo_update(
+                params,
+                optimizer,
+                batch,
+                loss_fn,
                 num_passes=cfg.num_passes,
                 num_minibatches=cfg.num_minibatches,
                 max_grad_norm=cfg.max_grad_norm,
-            )  # fmt: skip
-            metrics["sfpo/alpha"] = cfg.effective_alpha
-            metrics["sfpo/active"] = 0.0
+                path=path,
+            )
             metrics["update/norm"] = distance(theta_0, params)  # ‖θ_{s+1} − θ₀‖
     except NonFiniteError as err:
         restore_(params, theta_0)
+        if path is not None:
+            path.stay(flatten(theta_0))
         warnings.warn(
             f"step {step} skipped, parameters restored to θ₀: {err}", stacklevel=2
         )
         return {"update/skipped": 1.0, "sfpo/alpha": 0.0, "sfpo/active": 0.0}
     metrics["update/skipped"] = 0.0
-    metrics["sfpo/stopped"] = float(sfpo_off)
-    if z is not None:
-        metrics["sfpo/entropy_z"] = z
-    if "sfpo/entropy" in metrics:
-        stop_rule.record(metrics["sfpo/entropy"])
+    finish_outer_step(stop_rule, metrics)
     return metrics

@@ -30,13 +30,8 @@ from torch import Tensor, nn
 
 from sfpo_edu.config import SFPOConfig
 from sfpo_edu.losses import group_advantages, grpo_loss
-from sfpo_edu.params import (
-    flatten,
-    interpolate_,
-    record_calls,
-    snapshot,
-    trainable_params,
-)
+from sfpo_edu.params import flatten, interpolate_, snapshot, trainable_params
+from sfpo_edu.records import StepPath
 from sfpo_edu.sfpo import (
     LossFn,
     StopRule,
@@ -70,7 +65,10 @@ class ToyBatch:
 
 
 class ToyBandit(nn.Module):
-    """Softmax policy over arms with logits ``features @ θ``; θ is the only parameter."""
+    """Softmax policy over arms with logits ``features @ θ``; θ is the only parameter.
+
+    Defined in :doc:`sfpo`.
+    """
 
     def __init__(
         self,
@@ -179,7 +177,9 @@ def lookahead_update(
     max_grad_norm: float | None = None,
 ) -> dict[str, float]:
     """Lookahead: k inner steps, each on a FRESH batch sampled at the current θ, then
-    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Uses k rollout batches per outer step."""
+    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Uses k rollout batches per outer step.
+    Defined in :doc:`sfpo`.
+    """
     theta_0 = snapshot(params)
     for _ in range(num_inner_steps):
         rows = train_pass(params, optimizer, [sample_batch()], loss_fn, max_grad_norm)
@@ -195,9 +195,7 @@ class ToyRun:
     thetas: Tensor  # (S+1, 2) outer iterates θ_s
     expected_reward: Tensor  # (S+1,) exact J(θ_s)
     rollouts: Tensor  # (S+1,) completions sampled so far
-    fast_paths: list[Tensor] = field(
-        default_factory=list
-    )  # per step: (K+1, 2) θ⁰ … θ_K
+    fast_paths: list[Tensor] = field(default_factory=list)  # per step: (K+1, 2) θ⁰…θ_K
     theta_tildes: list[Tensor] = field(default_factory=list)  # per step: (2,) θ̃
     metrics: list[dict[str, float]] = field(default_factory=list)
 
@@ -236,19 +234,23 @@ def run_toy(
     for step in range(num_steps):
         if algo == "lookahead":
             metrics = lookahead_update(
-                params, optimizer, sample, loss_fn,
-                num_inner_steps=cfg.num_fast_steps, alpha=cfg.alpha,
+                params,
+                optimizer,
+                sample,
+                loss_fn,
+                num_inner_steps=cfg.num_fast_steps,
+                alpha=cfg.alpha,
                 max_grad_norm=cfg.max_grad_norm,
-            )  # fmt: skip
+            )
             used = cfg.num_fast_steps * cfg.batch_size
         else:
-            traced, seen = record_calls(loss_fn, params)
+            path = StepPath()
             metrics = update(
-                params, optimizer, sample(), traced, run_cfg, stop_rule, step
+                params, optimizer, sample(), loss_fn, run_cfg, stop_rule, step, path
             )
             used = cfg.batch_size
-            run.fast_paths.append(_fast_path(seen, run_cfg, metrics))
-            run.theta_tildes.append(_theta_tilde(run.fast_paths[-1], metrics))
+            run.fast_paths.append(path.fast_path())
+            run.theta_tildes.append(path.theta_tilde)
         thetas.append(flatten(params))
         rewards.append(bandit.expected_reward())
         rollouts.append(rollouts[-1] + used)
@@ -257,25 +259,6 @@ def run_toy(
     run.expected_reward = torch.stack(rewards)
     run.rollouts = torch.tensor(rollouts)
     return run
-
-
-def _fast_path(
-    seen: list[Tensor], cfg: SFPOConfig, metrics: dict[str, float]
-) -> Tensor:
-    """θ⁰ … θ_K from the recorded loss calls of one update, (K+1, 2)."""
-    if metrics.get("update/skipped"):
-        return seen[:1][0].unsqueeze(0)
-    if cfg.algo == "sfpo" and metrics.get("sfpo/alpha", 0) > 0:
-        return torch.stack(seen[: cfg.num_fast_steps + 1])  # θ⁰..θ^{K−1}, θ_K
-    if cfg.algo == "grpo_multi":
-        return torch.stack(seen[: cfg.num_passes])  # every pass start
-    return seen[0].unsqueeze(0)
-
-
-def _theta_tilde(fast_path: Tensor, metrics: dict[str, float]) -> Tensor:
-    """θ̃ = θ₀ + α(θ_K − θ₀), recomputed from the fast path, (2,)."""
-    alpha = metrics.get("sfpo/alpha", 0.0)
-    return fast_path[-1].lerp(fast_path[0], 1.0 - alpha)
 
 
 def compare_toy(

@@ -68,7 +68,8 @@ from sfpo_edu.metrics import (
     unlock_run_dir,
 )
 from sfpo_edu.models import Policy, load_policy, set_cpu_threads
-from sfpo_edu.params import flatten, record_calls, restore_, trainable_params
+from sfpo_edu.params import restore_, trainable_params
+from sfpo_edu.records import StepPath
 from sfpo_edu.rewards import score_completions
 from sfpo_edu.rollouts import (
     RolloutBatch,
@@ -207,8 +208,11 @@ def graceful_interrupt() -> Iterator[dict[str, bool]]:
             if flag["stop"]:
                 raise KeyboardInterrupt
             flag["stop"] = True
-            print("\nInterrupted: finishing this step, then saving a checkpoint. "
-                  "Press Ctrl-C again to stop at once.", file=sys.stderr)  # fmt: skip
+            print(
+                "\nInterrupted: finishing this step, then saving a checkpoint. "
+                "Press Ctrl-C again to stop at once.",
+                file=sys.stderr,
+            )
 
         signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: leave Ctrl-C alone
@@ -332,16 +336,21 @@ class Trainer:
         torch.manual_seed(self.cfg.seed * 1_000_003 + step)
         batch, answers, stats = self.rollout(step)
         t1 = time.perf_counter()
-        loss_fn, seen = self.loss_fn, None
-        if self.cfg.snapshot_every and step % self.cfg.snapshot_every == 0:
-            loss_fn, seen = record_calls(self.loss_fn, self.params)
-            theta_0 = flatten(self.params)
+        every = self.cfg.snapshot_every
+        path = StepPath() if every and step % every == 0 else None
         metrics = update(
-            self.params, self.optimizer, batch, loss_fn, self.cfg, self.stop_rule, step
+            self.params,
+            self.optimizer,
+            batch,
+            self.loss_fn,
+            self.cfg,
+            self.stop_rule,
+            step,
+            path,
         )
         t2 = time.perf_counter()
-        if seen is not None:
-            self._save_trajectory(step, theta_0, seen, metrics)
+        if path is not None and not metrics["update/skipped"]:
+            save_trajectory(self.run_dir, step, path.points())
         self.rollouts_total += len(batch)
         self._log_samples(step, batch, answers)
         return {"step": step} | stats | metrics | {
@@ -370,9 +379,13 @@ class Trainer:
 
         cfg, rows = self.cfg, []
         bar = tqdm(
-            total=cfg.num_steps, initial=self.step, desc=f"{cfg.algo}",
-            unit="step", disable=not self.progress, dynamic_ncols=True,
-        )  # fmt: skip
+            total=cfg.num_steps,
+            initial=self.step,
+            desc=f"{cfg.algo}",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         with graceful_interrupt() as interrupt:
             while self.step < cfg.num_steps and not interrupt["stop"]:
                 s = self.step
@@ -403,7 +416,7 @@ class Trainer:
         bar.close()
         return rows
 
-    # --- samples and trajectory ------------------------------------------------------------
+    # --- samples --------------------------------------------------------------------
     def _log_samples(self, step: int, batch: RolloutBatch, answers: list[str]) -> None:
         n = min(self.cfg.num_samples_logged, len(batch))
         self.logger.log_samples(
@@ -422,28 +435,6 @@ class Trainer:
                 for i in range(n)
             ]
         )
-
-    def _save_trajectory(
-        self, step: int, theta_0: Tensor, seen: list[Tensor], metrics: dict[str, float]
-    ) -> None:
-        """θ⁰ … θ_K, θ̃, θ_{s+1} of this step, from the loss calls it made."""
-        if metrics.get("update/skipped"):
-            return
-        starts = seen[:: self.cfg.num_minibatches]  # params at the start of each pass
-        alpha = metrics.get("sfpo/alpha", 0.0)
-        if self.cfg.algo == "sfpo" and alpha > 0:
-            K = self.cfg.num_fast_steps
-            theta_tilde = starts[-1]  # the slow pass starts at θ̃
-            theta_k = theta_0 + (theta_tilde - theta_0) / alpha  # undo the reposition
-            fast = torch.stack(starts[:K] + [theta_k])  # (K+1, D)
-        else:  # GRPO (×μ): every pass start, then the result
-            theta_tilde = starts[-1]
-            fast = torch.stack(starts)  # (μ, D)
-        save_trajectory(
-            self.run_dir, step,
-            {"theta_0": theta_0, "fast": fast, "theta_tilde": theta_tilde,
-             "theta_next": flatten(self.params)},
-        )  # fmt: skip
 
     # --- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:

@@ -12,80 +12,39 @@ Needs the optional extra (``pip install "sfpo_edu[trl]"``, tested with TRL 1.16.
     trainer.train()     # `python train.py` or `accelerate launch train.py`
 
 How it maps onto TRL. With μ = ``num_iterations`` > 1, TRL generates one batch,
-computes ``old_per_token_logps`` once at the sampling policy θ₀ (in
-``_generate_and_score_completions``), buffers the batch (``_buffered_inputs``) and runs
-μ passes over it; each pass is ``steps_per_generation`` micro-steps (TRL's ``_step``
-counts them) and therefore ``steps_per_generation / gradient_accumulation_steps``
-optimizer steps. ``SFPOGRPOConfig`` sets μ = K + 1 and ``SFPOTrainer.training_step``
-acts at two pass boundaries of every generation batch:
+computes ``old_per_token_logps`` once at the sampling policy θ₀, and runs μ passes over
+it, each ``steps_per_generation`` micro-steps. ``SFPOGRPOConfig`` sets μ = K + 1 and
+``SFPOTrainer.training_step`` acts at two pass boundaries of every generation batch:
 
-    micro-step 0 of pass 0:  stop rule check; snapshot θ₀ (trainable params, fp32)
+    micro-step 0 of pass 0:  stop rule (sfpo.start_outer_step); snapshot θ₀ (fp32)
     passes 0 … K−1:          fast, TRL's unchanged loss      θ^{k+1} = θ^k − η∇L(θ^k)
     micro-step 0 of pass K:  reposition in place             θ̃ = θ₀ + α(θ_K − θ₀)
     pass K:                  slow, from θ̃                   θ_{s+1} = θ̃ − η∇L(θ̃)
 
-The old log-probs are TRL's, computed once at θ₀ and reused by every pass, so the
-slow pass's ratio is π_θ̃ / π_θ₀ as in the paper. With α = 1 the reposition is the
-identity and this is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``.
-
-Metrics, added to TRL's log (one value per generation batch, in the row of its last
-optimizer step): ``fast/loss``, ``fast/entropy``, ``fast/clip_frac`` (the last fast
-pass), ``slow/…`` (the slow pass), ``sfpo/alpha`` (0 once the stop rule fired),
-``sfpo/active``, ``sfpo/stopped``, ``sfpo/drift_norm`` ‖θ_K − θ₀‖,
-``sfpo/reposition_norm`` ‖θ̃ − θ₀‖, ``sfpo/entropy`` and ``sfpo/entropy_z``. Losses are
-in the units of TRL's own ``loss``; entropy and clip fraction are TRL's
-``entropy`` and ``clip_ratio/region_mean`` averaged over the pass.
-
-Distributed training. The reposition is elementwise, so every rank may do it on
-whatever part of the parameters it holds, as long as its θ₀ snapshot holds the
-same part:
-* DDP (``multi_gpu.yaml``): parameters are replicated, every rank interpolates
-  identical tensors and they stay identical. Tested with 2 CPU processes over gloo
-  (``tests/test_trl.py`` runs ``examples/trl_sfpo.py`` that way).
-* FSDP (``fsdp.yaml``): each rank's parameters are its shards (DTensors under FSDP2,
-  flat shards under FSDP1); snapshot and ``lerp_`` act shard by shard, which is the
-  same elementwise operation, and the norms are summed over ranks. With FSDP mixed
-  precision the sharded parameters are the fp32 ones the optimizer steps, so
-  nothing else needs updating. accelerate runs FSDP only on accelerators, so the
-  trainer was not run under FSDP here; the shard-by-shard reposition and norm were
-  tested on FSDP2 DTensor shards across 2 CPU processes.
-* DeepSpeed ZeRO-1/2 (``deepspeed_zero2.yaml``): the optimizer steps its own fp32
-  master copy (partitioned across ranks), not the model's parameters, so
-  repositioning only the model would be undone by the next step. Here θ₀ and θ_K
-  are read from the master copy (``deepspeed.utils.safe_get_full_fp32_param``), θ̃
-  is written back to it (``safe_set_full_fp32_param``: each rank keeps its own
-  partition) and to the replicated model weights. Not run here (no GPU, no
-  DeepSpeed).
-* DeepSpeed ZeRO-3 is refused with a ``ValueError`` naming the fix. The same elementwise update
-  on each rank's fp32 partition (``safe_get_local_fp32_param``) would be correct,
-  but ZeRO-3 also keeps a second, 16-bit partition of each weight that only its
-  internals refresh. Use FSDP to shard parameters.
+With α = 1 this is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``. Metrics
+(``fast/…``, ``slow/…``, ``sfpo/…``) join TRL's log once per generation batch; the book
+page :doc:`scale_out` lists them and how each distributed backend is handled: the
+reposition is elementwise, so each rank repositions the part of θ it holds (replicas
+under DDP, shards under FSDP, DeepSpeed ZeRO-1/2's fp32 master partition); ZeRO-3 is
+refused.
 
 Where this departs from ``sfpo_edu.sfpo.sfpo_update`` (and from the paper):
 1. A pass is TRL's: ``steps_per_generation`` micro-batches of a shuffled batch,
    grouped into optimizer steps by gradient accumulation. A pass must be a whole
-   number of optimizer steps (``steps_per_generation`` divisible by
-   ``gradient_accumulation_steps``) so that θ_K exists between two steps.
+   number of optimizer steps so that θ_K exists between two steps.
 2. The loss is TRL's ``loss_type``. The default, ``dapo``, divides a micro-batch's
-   token sum by the generation batch's mean token count per optimizer step
-   (``num_items_in_batch`` × accumulation steps / (``steps_per_generation`` ×
-   processes)). With one optimizer step per pass that is ``loss_agg="token_mean"``
-   over the batch; with several, it differs from a token mean per mini-batch when
-   mini-batches hold different numbers of tokens.
+   token sum by the generation batch's mean token count per optimizer step; with one
+   optimizer step per pass that is ``loss_agg="token_mean"`` over the batch.
 3. TRL steps its learning-rate scheduler once per optimizer step, not once per
    generation batch; use ``lr_scheduler_type="constant"`` to match ``sfpo_edu``.
 4. Stop rule: once it fires (and whenever α = 0) SFPO becomes one-pass GRPO. TRL's
-   schedule of μ = K + 1 pass slots per generation batch is fixed when training
-   starts, so the K fast slots are kept but skipped: no forward, no backward, and
-   the optimizer sees no gradients, so AdamW neither moves the weights nor its
-   moments (its step count does not advance). Only the slow pass trains, from θ₀:
-   one GRPO pass per batch with the same rollouts. Skipped slots still count as
-   optimizer steps for TRL (``global_step``, the LR scheduler except under
-   DeepSpeed, whose engine steps it; they log loss 0).
-   fp16 with a gradient scaler cannot step without gradients, so it is refused
-   unless ``stop_rule="never"`` and α > 0.
-5. The stop rule reads TRL's ``entropy`` (already averaged over all ranks) of the
-   slow pass; rank 0's decision is broadcast so every rank switches together.
+   schedule of K + 1 pass slots is fixed, so the K fast slots are kept but skipped:
+   no forward, no backward, no gradients, so AdamW moves neither the weights nor its
+   moments. Skipped slots still count as optimizer steps for TRL (``global_step``,
+   the LR scheduler) and log loss 0. fp16 with a gradient scaler cannot step without
+   gradients, so it is refused unless ``stop_rule="never"`` and α > 0.
+5. The stop rule reads TRL's ``entropy`` (averaged over ranks) of the slow pass;
+   rank 0's decision is broadcast so every rank switches together.
 6. Not logged (they would need more parameter copies): ``sfpo/slow_step_norm``,
    ``sfpo/cos_fast_slow``, ``kl/theta_k``.
 """
@@ -102,10 +61,11 @@ from typing import Any
 import torch
 from packaging.version import Version
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
-from sfpo_edu.config import SFPOConfig
+from sfpo_edu.config import SFPOConfig, field_docs
 from sfpo_edu.params import Snapshot, interpolate_, snapshot, trainable_params
-from sfpo_edu.sfpo import StopRule
+from sfpo_edu.sfpo import StopRule, finish_outer_step, start_outer_step
 
 TRL_TESTED = ">=1.16,<1.17"
 TRL_FIX = 'pip install "sfpo_edu[trl]"'
@@ -132,49 +92,31 @@ except ImportError as err:
 check_trl_version(trl.__version__)
 
 STATE_FILE = "sfpo_state.json"
+_FIELD_DOCS = field_docs()
+
+
+def _sfpo_field(name: str, note: str = "") -> Any:
+    """A dataclass field with ``SFPOConfig``'s default and help text for ``name``."""
+    help_text = f"{_FIELD_DOCS[name]} {note}".strip()
+    return field(default=getattr(SFPOConfig, name), metadata={"help": help_text})
 
 
 @dataclass
 class SFPOGRPOConfig(GRPOConfig):
     """``GRPOConfig`` plus SFPO's fields; ``num_iterations`` becomes K + 1.
 
-    Field rules and messages are ``sfpo_edu.config.SFPOConfig``'s.
+    Field defaults, help texts, rules and messages are ``sfpo_edu.config.SFPOConfig``'s.
     """
 
-    num_fast_steps: int = field(
-        default=3,
-        metadata={
-            "help": "K: fast passes over each generation batch before the "
-            "reposition (TRL's num_iterations is set to K + 1). Paper: 3."
-        },
+    num_fast_steps: int = _sfpo_field(
+        "num_fast_steps", "TRL's num_iterations is set to K + 1."
     )
-    alpha: float = field(
-        default=0.8,
-        metadata={
-            "help": "α in [0, 1]: reposition θ̃ = θ₀ + α(θ_K − θ₀). 1 is GRPO "
-            "with K + 1 passes, 0 is one GRPO pass. Paper: 0.8."
-        },
-    )
-    stop_rule: str = field(
-        default="rise",
-        metadata={
-            "help": "When SFPO turns into GRPO for good: 'rise' (entropy "
-            "z ≥ τ, reference code), 'abs' (|z| ≥ τ, paper), 'step' (at "
-            "stop_step) or 'never'."
-        },
-    )
-    stop_window: int = field(
-        default=30, metadata={"help": "ω: entropies in the z-score window."}
-    )
-    stop_threshold: float = field(
-        default=1.0, metadata={"help": "τ: z-score threshold of the stop rule."}
-    )
-    stop_step: int | None = field(
-        default=None,
-        metadata={
-            "help": "Generation batch (outer step, from 0) at which the "
-            "'step' rule switches SFPO off."
-        },
+    alpha: float = _sfpo_field("alpha")
+    stop_rule: str = _sfpo_field("stop_rule")
+    stop_window: int = _sfpo_field("stop_window")
+    stop_threshold: float = _sfpo_field("stop_threshold")
+    stop_step: int | None = _sfpo_field(
+        "stop_step", "Here an outer step is one generation batch, counted from 0."
     )
 
     def __post_init__(self) -> None:
@@ -284,26 +226,22 @@ class SFPOTrainer(GRPOTrainer):
 
     # --- the three SFPO events ------------------------------------------------------
     def _start_batch(self) -> None:
-        """Before generation batch s: stop rule, then snapshot θ₀."""
-        z = self.stop_rule.zscore()
-        off = self.stop_rule.check(self.outer_step)
-        if self.accelerator.num_processes > 1:  # every rank follows rank 0
-            from accelerate.utils import broadcast
-
-            flag = torch.tensor([float(off)], device=self.accelerator.device)
-            off = bool(broadcast(flag, from_process=0).item())
-            if off and self.stop_rule.fired_at is None:
-                self.stop_rule.fired_at = self.outer_step
-        self._alpha = 0.0 if off else self.args.alpha
+        """Before generation batch s: the controller (stop rule, α), then snapshot θ₀."""
+        self._batch_metrics = start_outer_step(
+            self.stop_rule, self.outer_step, self.args.alpha, agree=self._agree
+        )
+        self._alpha = self._batch_metrics["sfpo/alpha"]
         self._rows.clear()
-        self._batch_metrics = {
-            "sfpo/alpha": self._alpha,
-            "sfpo/active": float(self._alpha > 0),
-            "sfpo/stopped": float(off),
-        }
-        if z is not None:
-            self._batch_metrics["sfpo/entropy_z"] = z
         self._theta_0 = self._read_fp32() if self._alpha > 0 else None
+
+    def _agree(self, off: bool) -> bool:
+        """Every rank follows rank 0's stop-rule decision."""
+        if self.accelerator.num_processes == 1:
+            return off
+        from accelerate.utils import broadcast
+
+        flag = torch.tensor([float(off)], device=self.accelerator.device)
+        return bool(broadcast(flag, from_process=0).item())
 
     @torch.no_grad()
     def _reposition(self) -> None:
@@ -351,7 +289,7 @@ class SFPOTrainer(GRPOTrainer):
         metrics = {k: float(v) for k, v in metrics.items()}
         if "slow/entropy" in metrics:
             metrics["sfpo/entropy"] = metrics["slow/entropy"]
-            self.stop_rule.record(metrics["sfpo/entropy"])
+        finish_outer_step(self.stop_rule, metrics)
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
         self.outer_step += 1
@@ -434,7 +372,7 @@ def sharded_distance(
 
 def _local(t: Tensor) -> Tensor:
     """This rank's part of a (possibly FSDP2 DTensor) tensor."""
-    return t.to_local() if hasattr(t, "to_local") else t
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def _norm(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:

@@ -132,7 +132,7 @@ def test_every_page_is_built_and_includes_the_real_code(site: Path) -> None:
     # reposition call of sfpo_update must be on the page
     text = visible_text((site / "implementation.html").read_text(), skip_code=False)
     for line in ["# 1. fast", "# 2. reposition", "# 3. slow",
-                 "interpolate_(params, theta_0, alpha)", "p.lerp_(t0, 1.0 - alpha)"]:  # fmt: skip
+                 "interpolate_(params, theta_0, alpha)", "theta_k.lerp(theta_0, 1.0 - alpha)"]:  # fmt: skip
         assert line in text, line
 
 

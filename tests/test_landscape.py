@@ -11,7 +11,7 @@ from sfpo_edu.landscape import (
     unflatten_,
 )
 from sfpo_edu.params import flatten, snapshot, trainable_params
-from sfpo_edu.toy import ToyBandit, record_calls, toy_config
+from sfpo_edu.toy import ToyBandit, toy_config
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,20 @@ def test_unflatten_inverts_flatten_and_checks_size():
 def test_reposition_line_hits_theta_0_theta_tilde_theta_k_exactly(toy):
     bandit, cfg, trace = toy
     params = trainable_params(bandit)
-    traced, seen = record_calls(bandit.make_loss_fn(cfg), params)
+    loss_fn, seen = bandit.make_loss_fn(cfg), []
+
+    def traced(batch):  # stores the point each evaluation sees
+        seen.append(flatten(params))
+        return loss_fn(batch)
+
     line = reposition_line(
-        params, trace["theta_0"], trace["theta_k"], traced, trace["batch"],
+        params,
+        trace["theta_0"],
+        trace["theta_k"],
+        traced,
+        trace["batch"],
         ts=[0.0, cfg.alpha, 1.0],
-    )  # fmt: skip
+    )
     assert torch.equal(seen[0], trace["theta_0"])
     assert torch.equal(seen[1], trace["theta_tilde"])  # the θ̃ sfpo_update used
     assert torch.equal(seen[2], trace["theta_k"])
@@ -69,9 +78,12 @@ def test_reposition_line_default_ts_and_drift_grows(toy):
     bandit, cfg, trace = toy
     params = trainable_params(bandit)
     line = reposition_line(
-        params, trace["theta_0"], trace["theta_k"], bandit.make_loss_fn(cfg),
+        params,
+        trace["theta_0"],
+        trace["theta_k"],
+        bandit.make_loss_fn(cfg),
         trace["batch"],
-    )  # fmt: skip
+    )
     assert set(line) == {"t", "loss", "kl", "clip_frac", "ratio_dev"}
     assert line["t"].shape == line["kl"].shape == (25,)
     assert line["t"][-1].item() == pytest.approx(1.2)
@@ -119,8 +131,10 @@ def test_plane_basis_is_orthonormal_and_reproduces_the_points():
     torch.testing.assert_close(c["theta_0"], torch.zeros(2))
     assert c["theta_k"][1].abs() < 1e-6 and c["theta_next"][1] > 0
     torch.testing.assert_close(c["theta_tilde"], alpha * c["theta_k"])
-    torch.testing.assert_close(plane.project(torch.stack([tk, tn])),
-                               torch.stack([c["theta_k"], c["theta_next"]]))  # fmt: skip
+    torch.testing.assert_close(
+        plane.project(torch.stack([tk, tn])),
+        torch.stack([c["theta_k"], c["theta_next"]]),
+    )
 
 
 def test_plane_basis_rejects_degenerate_points():

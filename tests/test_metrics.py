@@ -51,3 +51,16 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(path, json.dumps({"a": 2}))
     assert json.loads(path.read_text()) == {"a": 2}
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]
+
+
+def test_old_grpo_runs_read_their_one_pass_as_pass(tmp_path):
+    """Runs recorded before plain GRPO logged ``pass/…`` (data/runs) read the same."""
+    for algo in ["grpo", "sfpo"]:
+        logger = RunLogger(tmp_path / algo, config={"algo": algo})
+        logger.log({"step": 0, "slow/loss": 0.5, "sfpo/alpha": 0.0})
+    assert load_run(tmp_path / "grpo").metrics[0] == {
+        "step": 0,
+        "pass/loss": 0.5,
+        "sfpo/alpha": 0.0,
+    }
+    assert "slow/loss" in load_run(tmp_path / "sfpo").metrics[0]  # SFPO keeps its name

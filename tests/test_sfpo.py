@@ -9,7 +9,8 @@ from torch import nn
 
 from sfpo_edu.config import SFPOConfig
 from sfpo_edu.losses import grpo_loss
-from sfpo_edu.params import flatten, snapshot
+from sfpo_edu.params import flatten, reposition, snapshot
+from sfpo_edu.records import StepPath
 from sfpo_edu.sfpo import (
     NonFiniteError,
     StopRule,
@@ -58,9 +59,12 @@ def make_problem(seed=0, B=8, T=5, V=7):
     def loss_fn(mb):
         calls.append(mb.old_per_token_logps.clone())
         return grpo_loss(
-            policy.per_token_logps(mb.tokens), mb.old_per_token_logps,
-            mb.advantages, mb.completion_mask, clip_eps=0.2,
-        )  # fmt: skip
+            policy.per_token_logps(mb.tokens),
+            mb.old_per_token_logps,
+            mb.advantages,
+            mb.completion_mask,
+            clip_eps=0.2,
+        )
 
     return policy, batch, loss_fn, calls
 
@@ -76,10 +80,25 @@ def test_alpha_one_is_bit_for_bit_grpo_with_k_plus_one_passes(num_minibatches):
     p2, _, loss2, _ = make_problem()
     o1, o2 = adamw(p1), adamw(p2)
     for _ in range(2):  # two outer steps: the shared optimizer state must match too
-        sfpo_update(list(p1.parameters()), o1, batch, loss1, num_fast_steps=K,
-                    alpha=1.0, num_minibatches=num_minibatches, max_grad_norm=1.0)  # fmt: skip
-        grpo_update(list(p2.parameters()), o2, batch, loss2, num_passes=K + 1,
-                    num_minibatches=num_minibatches, max_grad_norm=1.0)  # fmt: skip
+        sfpo_update(
+            list(p1.parameters()),
+            o1,
+            batch,
+            loss1,
+            num_fast_steps=K,
+            alpha=1.0,
+            num_minibatches=num_minibatches,
+            max_grad_norm=1.0,
+        )
+        grpo_update(
+            list(p2.parameters()),
+            o2,
+            batch,
+            loss2,
+            num_passes=K + 1,
+            num_minibatches=num_minibatches,
+            max_grad_norm=1.0,
+        )
     for a, b in zip(p1.parameters(), p2.parameters(), strict=True):
         assert torch.equal(a, b)
     s1, s2 = o1.state_dict()["state"], o2.state_dict()["state"]
@@ -116,8 +135,13 @@ def test_sgd_matches_the_unified_formula(K, alpha):
             for p, v in zip(ref.parameters(), params, strict=True):
                 p.copy_(v)
         logps = ref.per_token_logps(batch.tokens)
-        loss, _ = grpo_loss(logps, batch.old_per_token_logps, batch.advantages,
-                            batch.completion_mask, clip_eps=0.2)  # fmt: skip
+        loss, _ = grpo_loss(
+            logps,
+            batch.old_per_token_logps,
+            batch.advantages,
+            batch.completion_mask,
+            clip_eps=0.2,
+        )
         return torch.autograd.grad(loss, list(ref.parameters()))
 
     # by hand: the fast trajectory, θ̃, then the slow gradient at θ̃
@@ -146,8 +170,14 @@ def test_sgd_matches_the_unified_formula(K, alpha):
 def test_old_logps_never_change_and_ratio_is_one_only_at_theta_0():
     policy, batch, loss_fn, calls = make_problem()
     before = batch.old_per_token_logps.clone()
-    m = sfpo_update(list(policy.parameters()), adamw(policy), batch, loss_fn,
-                    num_fast_steps=3, alpha=0.8)  # fmt: skip
+    m = sfpo_update(
+        list(policy.parameters()),
+        adamw(policy),
+        batch,
+        loss_fn,
+        num_fast_steps=3,
+        alpha=0.8,
+    )
     assert torch.equal(batch.old_per_token_logps, before)
     assert len(calls) == 3 + 1 + 1  # K fast, one diagnostic at θ_K, one slow
     assert all(torch.equal(c, before) for c in calls)
@@ -178,10 +208,22 @@ def test_optimizer_is_shared_and_never_reset():
 def test_sfpo_metrics_cover_all_three_stages():
     policy, batch, loss_fn, _ = make_problem()
     m = sfpo_update(list(policy.parameters()), adamw(policy), batch, loss_fn)
-    for key in ["fast/loss", "fast/clip_frac", "fast/kl", "slow/loss", "slow/clip_frac",
-                "slow/kl", "sfpo/alpha", "sfpo/active", "sfpo/drift_norm",
-                "sfpo/reposition_norm", "sfpo/slow_step_norm", "sfpo/cos_fast_slow",
-                "kl/theta_k", "kl/theta_tilde"]:  # fmt: skip
+    for key in [
+        "fast/loss",
+        "fast/clip_frac",
+        "fast/kl",
+        "slow/loss",
+        "slow/clip_frac",
+        "slow/kl",
+        "sfpo/alpha",
+        "sfpo/active",
+        "sfpo/drift_norm",
+        "sfpo/reposition_norm",
+        "sfpo/slow_step_norm",
+        "sfpo/cos_fast_slow",
+        "kl/theta_k",
+        "kl/theta_tilde",
+    ]:
         assert key in m, key
     assert m["sfpo/reposition_norm"] == pytest.approx(
         0.8 * m["sfpo/drift_norm"], rel=1e-5
@@ -215,8 +257,12 @@ def test_non_finite_loss_skips_the_step_and_restores_theta_0():
     assert m["update/skipped"] == 1.0
     assert torch.equal(flatten(params), theta_0)
     with pytest.raises(NonFiniteError):
-        train_pass(params, adamw(policy), [batch], lambda b: (torch.tensor(float("inf"),
-                   requires_grad=True), {}))  # fmt: skip
+        train_pass(
+            params,
+            adamw(policy),
+            [batch],
+            lambda b: (torch.tensor(float("inf"), requires_grad=True), {}),
+        )
 
 
 # --- stop rule -----------------------------------------------------------------------
@@ -285,3 +331,80 @@ def test_grpo_updates_report_their_step_size():
     before = flatten(snapshot(params))
     m = update(params, adamw(policy), batch, loss_fn, cfg, StopRule(), step=0)
     assert m["update/norm"] == pytest.approx((flatten(params) - before).norm().item())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_sfpo_update_reports_its_path(alpha):
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    start = flatten(params)
+    path = StepPath()
+    sfpo_update(
+        params, adamw(policy), batch, loss_fn, num_fast_steps=3, alpha=alpha, path=path
+    )
+    assert torch.equal(path.theta_0, start)
+    assert len(path.fast) == (4 if alpha > 0 else 1)  # θ⁰ … θ_K, or θ₀ alone
+    assert torch.equal(path.fast[0], start) and torch.equal(path.fast[-1], path.theta_k)
+    assert torch.equal(path.theta_tilde, reposition(path.theta_k, start, alpha))
+    assert torch.equal(path.theta_next, flatten(params))
+    assert set(path.points()) == {
+        "theta_0",
+        "fast",
+        "theta_k",
+        "theta_tilde",
+        "theta_next",
+    }
+
+
+def test_the_path_costs_nothing_unless_asked_and_leaves_the_update_unchanged():
+    results = []
+    for path in [None, StepPath(), StepPath(with_fast=False)]:
+        policy, batch, loss_fn, _ = make_problem()
+        params = list(policy.parameters())
+        sfpo_update(params, adamw(policy), batch, loss_fn, path=path)
+        results.append(flatten(params))
+        if path is not None and not path.with_fast:
+            assert path.fast == [] and path.theta_k is not None
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("num_passes", [1, 3])
+def test_grpo_path_and_honest_metric_names(num_passes):
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    start, path = flatten(params), StepPath()
+    m = grpo_update(
+        params, adamw(policy), batch, loss_fn, num_passes=num_passes, path=path
+    )
+    assert len(path.fast) == num_passes and torch.equal(path.fast[0], start)
+    # GRPO×μ reads as SFPO at α = 1: θ_K = θ̃ = the start of the last pass
+    assert path.theta_k is path.theta_tilde is path.fast[-1]
+    assert torch.equal(path.theta_next, flatten(params))
+    if num_passes == 1:  # plain GRPO has no slow step: its one pass is "pass/"
+        assert "pass/loss" in m and not any(k.startswith(("slow/", "fast/")) for k in m)
+    else:
+        assert {"fast/loss", "slow/loss"} <= set(m) and "pass/loss" not in m
+
+
+def test_a_skipped_step_reports_a_path_that_stays_at_theta_0():
+    cfg = SFPOConfig(num_prompts=2, group_size=4)
+    policy, batch, loss_fn, _ = make_problem()
+    params = list(policy.parameters())
+    start, path = flatten(params), StepPath()
+
+    def nan_loss(mb):
+        loss, stats = loss_fn(mb)
+        return loss * float("nan"), stats
+
+    with pytest.warns(UserWarning, match="skipped"):
+        update(params, adamw(policy), batch, nan_loss, cfg, StopRule(), 0, path)
+    assert all(
+        torch.equal(p, start)
+        for p in [
+            path.theta_0,
+            path.theta_k,
+            path.theta_tilde,
+            path.theta_next,
+            *path.fast,
+        ]
+    )

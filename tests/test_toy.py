@@ -72,8 +72,14 @@ def test_lookahead_uses_fresh_batches_and_takes_no_extra_step():
         return bandit.sample_batch(1, 8, torch.Generator().manual_seed(len(sampled)))
 
     theta_0 = bandit.theta.detach().clone()
-    lookahead_update(params, make_optimizer(params, cfg), sample, bandit.make_loss_fn(cfg),
-                     num_inner_steps=3, alpha=1.0)  # fmt: skip
+    lookahead_update(
+        params,
+        make_optimizer(params, cfg),
+        sample,
+        bandit.make_loss_fn(cfg),
+        num_inner_steps=3,
+        alpha=1.0,
+    )
     assert len(sampled) == 3 and not torch.equal(sampled[0], sampled[1])  # on-policy
     assert torch.equal(sampled[0], theta_0)
 
