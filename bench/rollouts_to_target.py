@@ -341,6 +341,9 @@ def main() -> None:
                              "SFPO α 0.5/0.8 with the stop rule, GRPO at lr × (1 + αK)) "
                              "on --task; writes bench/results/regime_map.json")  # fmt: skip
     parser.add_argument("--task", default=None, help="regime map task (default below)")
+    parser.add_argument("--arms", default=None,
+                        help="comma-separated subset of the α sweep's arms, e.g. "
+                             "grpo,sfpo_a0.8 (default: all)")  # fmt: skip
     parser.add_argument("--no-train", action="store_true",
                         help="only report the runs already finished")  # fmt: skip
     parser.add_argument("--runs-dir", default=None,
@@ -368,6 +371,8 @@ def main() -> None:
                       "planned_seeds": args.seeds, "map": report}, args.out_dir)  # fmt: skip
         return
     args.runs_dir = args.runs_dir or "data/runs/rollouts_to_target"
+    if args.arms:
+        arms = {name: arms[name] for name in args.arms.split(",")}
     alphas, ks, toy_seeds = [0.3, 0.5, 0.8, 1.0], [1, 3, 5], 10
     if args.quick:
         args.seeds, alphas, ks, toy_seeds = 1, [0.5, 1.0], [1, 3], 3

@@ -189,17 +189,18 @@ def main() -> None:
               f"{100 * summary[q]['snapshot_share_of_peak']:.2f}% of GRPO's peak RSS; "
               f"peak RSS GRPO {g['peak_rss_mb']:.0f} MB, GRPO×(K+1) {m['peak_rss_mb']:.0f} MB, "
               f"SFPO {s['peak_rss_mb']:.0f} MB")  # fmt: skip
-    summary["gemm_peak_gflops"] = gemm
-    summary["native_bf16"] = native
-    summary["fp32_pass_share_of_gemm_peak"] = g["pass_gflop_per_s"] / gemm["float32"]
-    summary["sfpo_diagnostics_step_ratio"] = diag
+    cpu = {
+        "gemm_peak_gflops": gemm,
+        "native_bf16": native,
+        "fp32_pass_share_of_gemm_peak": g["pass_gflop_per_s"] / gemm["float32"],
+        "sfpo_diagnostics_step_ratio": diag,
+    }
     if not native:
-        summary["bf16"] = ("not measured: this CPU has no native bf16 (AMX or "
-                           "AVX512-BF16), and its emulated bf16 GEMM peak is far below "
-                           "fp32's")  # fmt: skip
+        cpu["bf16"] = ("not measured: this CPU has no native bf16 (AMX or AVX512-BF16), "
+                       "and its emulated bf16 GEMM peak is far below fp32's")  # fmt: skip
     write_result("step_cost" + ("_quick" if args.quick else ""),
-                 {"config": base, "steps": steps, "results": results, "summary": summary},
-                 args.out_dir)  # fmt: skip
+                 {"config": base, "steps": steps, "results": results, "summary": summary,
+                  "cpu": cpu}, args.out_dir)  # fmt: skip
 
 
 if __name__ == "__main__":
