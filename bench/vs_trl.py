@@ -59,7 +59,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from sfpo_edu.config import SFPOConfig  # noqa: E402
-from sfpo_edu.models import smollm2_path, tiny_policy_files  # noqa: E402
+from sfpo_edu.models import (
+    SMOLLM2,
+    TINY,
+    resolve_dtype,
+    smollm2_path,
+    tiny_policy_files,
+)  # noqa: E402
 from sfpo_edu.rewards import reward  # noqa: E402
 from sfpo_edu.train import Trainer  # noqa: E402
 
@@ -70,7 +76,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 def our_config(s: dict[str, Any], algo: str, num_steps: int) -> SFPOConfig:
     return SFPOConfig(
         algo=algo, num_fast_steps=s["K"], model=s["model"], device="cpu",
-        dtype="float32", lora_r=16, lora_alpha=32, num_prompts=s["num_prompts"],
+        dtype=s["dtype"], num_threads=os.cpu_count() or 1,  # pinned: one process
+        lora_r=16, lora_alpha=32, num_prompts=s["num_prompts"],
         group_size=s["G"], max_new_tokens=s["max_new_tokens"], temperature=0.7,
         lr=3e-4, clip_eps=0.2, kl_coef=0.0, loss_agg="token_mean", max_grad_norm=1.0,
         num_minibatches=1, num_steps=num_steps, eval_every=0, save_every=0,
@@ -88,9 +95,9 @@ def trl_config(s: dict[str, Any], num_iterations: int, max_steps: int, out: str)
         n for n in ("activation_checkpointing", "gradient_checkpointing") if n in names
     )
     return GRPOConfig(
-        output_dir=out, use_cpu=True, bf16=False, report_to="none",
+        output_dir=out, use_cpu=True, bf16=s["dtype"] == "bfloat16", report_to="none",
         **{checkpointing: s["trl_gradient_checkpointing"]},
-        model_init_kwargs={"dtype": "float32"},
+        model_init_kwargs={"dtype": s["dtype"]},
         per_device_train_batch_size=s["num_prompts"] * s["G"],
         num_generations=s["G"], max_completion_length=s["max_new_tokens"],
         temperature=0.7, top_p=1.0, top_k=0, learning_rate=3e-4,
@@ -331,6 +338,9 @@ def main() -> None:
             "num_prompts": args.num_prompts, "max_new_tokens": args.max_new_tokens,
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
             "seed": args.seed,
+            # both sides in our default dtype here (TRL's bf16=True where ours is bf16)
+            "dtype": str(resolve_dtype("auto", torch.device("cpu"),
+                                       TINY if args.quick else SMOLLM2)).removeprefix("torch."),
         }  # fmt: skip
         start, load_start = others_cpu_clock(), os.getloadavg()
         results = {}
@@ -374,7 +384,7 @@ def main() -> None:
         {"config": setting | {"steps": args.steps, "cycles": args.cycles,
                               "temperature": 0.7, "lr": 3e-4, "clip_eps": 0.2,
                               "beta": 0.0, "loss": "dapo = token_mean",
-                              "lora": "r16 alpha32 q,k,v,o", "dtype": "float32"},
+                              "lora": "r16 alpha32 q,k,v,o"},
          "machine": machine, "summary": summary, "results": results},
         args.out_dir,
     )  # fmt: skip

@@ -152,7 +152,7 @@ def load_policy(
             "cannot be trained. Use lora=True (QLoRA) or quantization=None."
         )
     device_ = _resolve_device(device)
-    dtype_ = _resolve_dtype(dtype, device_, name)
+    dtype_ = resolve_dtype(dtype, device_, name)
 
     rng_devices = [device_] if device_.type == "cuda" else []
     with (
@@ -497,7 +497,7 @@ def cpu_features() -> dict[str, bool]:
     }
 
 
-def _resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
+def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
     """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
     only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
     slower than fp32) and never for the tiny test model, whose matrices are too small
@@ -549,7 +549,7 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
             ", native" if native else ", emulated through fp32 (no AMX/AVX512-BF16)"
         )
     info |= _describe_cpu()
-    dtype = str(_resolve_dtype("auto", device, SMOLLM2)).removeprefix("torch.")
+    dtype = str(resolve_dtype("auto", device, SMOLLM2)).removeprefix("torch.")
     info["default_dtype"] = dtype + (
         "" if device.type == "cuda" else " (bf16 only with native bf16 on this CPU)"
     )

@@ -292,10 +292,10 @@ def test_cpu_features_are_read_from_the_flags(monkeypatch, cpuinfo, expected):
 def test_auto_dtype_on_cpu_is_bf16_only_with_native_bf16(monkeypatch, cpuinfo, dtype):
     monkeypatch.setattr(models, "_read", lambda path: cpuinfo)
     cpu = torch.device("cpu")
-    assert models._resolve_dtype("auto", cpu, "smollm2-135m") == getattr(torch, dtype)
+    assert models.resolve_dtype("auto", cpu, "smollm2-135m") == getattr(torch, dtype)
     # the tiny test model stays fp32 on every CPU, so tests do not depend on the CPU
-    assert models._resolve_dtype("auto", cpu, "tiny") == torch.float32
-    assert models._resolve_dtype("float32", cpu, "smollm2-135m") == torch.float32
+    assert models.resolve_dtype("auto", cpu, "tiny") == torch.float32
+    assert models.resolve_dtype("float32", cpu, "smollm2-135m") == torch.float32
 
 
 # --- the real SmolLM2-135M-Instruct (slow) ---------------------------------------------

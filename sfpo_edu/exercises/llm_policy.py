@@ -38,6 +38,7 @@ def _per_token_logps(logits: Tensor, ids: Tensor, temperature: float) -> Tensor:
         prompt_mask=ones[:, :1],
         completion_ids=ids,
         completion_mask=ones,
+        group_size=1,
     )
     with torch.no_grad():
         return per_token_logps(_FixedLogits(padded), batch, temperature=temperature)[0]
