@@ -75,3 +75,23 @@ def test_vs_trl_quick(tmp_path):
     pytest.importorskip("trl")
     out = run("vs_trl.py", tmp_path)
     assert "TRL" in out
+
+
+def test_fast_path_ab_summarises_a_log(tmp_path):
+    def row(side, arm, gen, per_pass, step):
+        stats = {"generate_s": gen, "update_per_pass_s": per_pass, "step_s": step}
+        return f"{side} {arm} {json.dumps(stats)}"
+
+    log = tmp_path / "ab.log"
+    log.write_text("\n".join([
+        row("old", "grpo/none", 5.0, 6.0, 11.0), row("new", "grpo/none", 5.0, 3.0, 8.0),
+        row("old", "sfpo/none", 5.0, 6.0, 29.0), row("new", "sfpo/none", 5.0, 3.0, 17.0),
+    ]))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "fast_path_ab.py"), "--from-log", str(log),
+         "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "fast_path_ab.json").read_text())["summary"]
+    assert summary["grpo/none"]["new_over_old_update_per_pass_s"] == 0.5
+    assert summary["sfpo_over_grpo_step_new"] == 17 / 8
