@@ -130,9 +130,16 @@ def fast_path_figure(sweep_dir: Path, check_dir: Path, out: Path) -> None:
     groups: dict[str, list] = {}
     for arm, name in (("grpo", "GRPO"), ("sfpo_a0.8", "SFPO (α = 0.8)")):
         for folder, when in ((sweep_dir, "before"), (check_dir, "fast path")):
-            configs = sorted(folder.glob(f"{arm}-s*/config.json"))
-            if configs:
-                groups[f"{name}, {when}"] = [load_run(c.parent) for c in configs]
+            runs = [
+                load_run(c.parent) for c in sorted(folder.glob(f"{arm}-s*/config.json"))
+            ]
+            done = [
+                r
+                for r in runs
+                if r.metrics and r.metrics[-1]["step"] == r.config["num_steps"]
+            ]
+            if done:  # finished runs only: a run still training would cut a curve short
+                groups[f"{name}, {when}"] = done
     if len(groups) < 4:
         print(
             f"note: no complete fast-path check under {check_dir}; skipping its figure."
