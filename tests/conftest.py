@@ -15,6 +15,7 @@ Tests marked ``gpu`` are skipped, with the reason, when torch sees no CUDA GPU.
 """
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -45,6 +46,17 @@ def pytest_collection_modifyitems(config, items):
 def tiny_policy() -> Policy:
     """Tiny Llama (79 K params, char tokenizer) + LoRA r16 on q/k/v/o, CPU, fp32."""
     return load_policy("tiny", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def digit_task(tmp_path_factory) -> str:
+    """A JSONL task whose answers are digits: the random tiny model often writes some
+    digit, so the 'reference' reward (0.1 for any number, 1 for the right one) varies."""
+    path = tmp_path_factory.mktemp("task") / "digits.jsonl"
+    rows = [{"prompt": f"What is {i} + {j}?", "answer": str(i + j)}
+            for i in range(5) for j in range(5)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
 
 
 @pytest.fixture(scope="session")

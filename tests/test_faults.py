@@ -26,15 +26,6 @@ from sfpo_edu.metrics import load_run
 from sfpo_edu.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def digit_task(tmp_path_factory):
-    path = tmp_path_factory.mktemp("task") / "digits.jsonl"
-    rows = [{"prompt": f"What is {i} + {j}?", "answer": str(i + j)}
-            for i in range(5) for j in range(5)]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def tiny_cfg(task, **changes):
     base = dict(
         model="tiny", task=task, num_steps=2, num_prompts=2, group_size=2,

@@ -24,17 +24,6 @@ from sfpo_edu.train import Trainer, load_checkpoint, make_loss_fn
 VOLATILE = ("time/", "memory/")
 
 
-@pytest.fixture(scope="module")
-def digit_task(tmp_path_factory):
-    """Prompts whose answers are digits: the random tiny model often writes some digit,
-    so the 'reference' reward (0.1 for any number, 1 for the right one) varies."""
-    path = tmp_path_factory.mktemp("task") / "digits.jsonl"
-    rows = [{"prompt": f"What is {i} + {j}?", "answer": str(i + j)}
-            for i in range(5) for j in range(5)]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 def tiny_cfg(task, **changes):
     base = dict(
         model="tiny", task=task, reward_scheme="reference", num_steps=4,
