@@ -48,6 +48,29 @@ def tiny_policy() -> Policy:
     return load_policy("tiny", device="cpu", seed=0)
 
 
+def book_script(name: str):
+    """Import ``book/<name>.py`` (the book's generators are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "book" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def ctrl_c_at_once(monkeypatch) -> None:
+    """Training runs as if Ctrl-C came before its first step."""
+    import contextlib
+
+    from sfpo_edu import train
+
+    @contextlib.contextmanager
+    def pressed_at_once():
+        yield {"stop": True}
+
+    monkeypatch.setattr(train, "graceful_interrupt", pressed_at_once)
+
+
 @pytest.fixture(scope="module")
 def digit_task(tmp_path_factory) -> str:
     """A JSONL task whose answers are digits: the random tiny model often writes some

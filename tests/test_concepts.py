@@ -9,17 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import book_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_concepts():
-    spec = importlib.util.spec_from_file_location(
-        "concepts", ROOT / "book" / "concepts.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return book_script("concepts")
 
 
 concepts = load_concepts()

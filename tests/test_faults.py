@@ -366,14 +366,9 @@ def test_a_prompt_longer_than_the_context_is_an_error_before_training(
 
 
 def test_ctrl_c_in_train_exits_130_with_the_resume_command(
-    tmp_path, digit_task, monkeypatch, capsys
+    tmp_path, digit_task, ctrl_c_at_once, capsys
 ):
     # Row 13: exited 0 with "Run written to …" and no hint how to resume.
-    @contextlib.contextmanager
-    def pressed_at_once():  # as if Ctrl-C came during the first step
-        yield {"stop": True}
-
-    monkeypatch.setattr(train, "graceful_interrupt", pressed_at_once)
     args = ["--model", "tiny", "--task", digit_task, "--num-prompts", "2",
             "--group-size", "2", "--max-new-tokens", "4", "--eval-every", "0"]  # fmt: skip
     assert main(["train", "--output-dir", str(tmp_path), "--name", "t", *args]) == 130

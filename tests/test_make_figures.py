@@ -1,12 +1,12 @@
 """book/make_figures.py: the Results page's tables are generated from the committed
 benchmark JSON, and the committed page is what the script writes from it."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
+from conftest import book_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -14,12 +14,7 @@ RESULTS = ROOT / "bench" / "results"
 
 @pytest.fixture(scope="module")
 def make_figures():
-    spec = importlib.util.spec_from_file_location(
-        "make_figures", ROOT / "book" / "make_figures.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return book_script("make_figures")
 
 
 def test_the_committed_results_page_is_generated_from_the_committed_results(

@@ -222,17 +222,8 @@ def test_cli_train_eval_and_doctor(tmp_path, digit_task, capsys):
 
 
 def test_ctrl_c_in_compare_stops_the_whole_comparison(
-    tmp_path, digit_task, capsys, monkeypatch
+    tmp_path, digit_task, capsys, monkeypatch, ctrl_c_at_once
 ):
-    import contextlib
-
-    from sfpo_edu import train
-
-    @contextlib.contextmanager
-    def pressed_at_once():  # as if Ctrl-C came before the first step
-        yield {"stop": True}
-
-    monkeypatch.setattr(train, "graceful_interrupt", pressed_at_once)
     out = tmp_path / "cmp"
     code = main(["compare", "--quick", "--output-dir", str(out), "--model", "tiny",
                  "--task", digit_task])  # fmt: skip
