@@ -262,6 +262,10 @@ def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
             xs, seeds = eval_curve(runs)
             mean = [sum(v) / len(v) for v in zip(*seeds, strict=True)]
             reach = first_reach(xs, smooth(mean), target)
+            # the same target on each seed's own curve: the spread of the ratio
+            per_seed = [
+                ratio(grpo_reach, first_reach(xs, smooth(v), target)) for v in seeds
+            ]
             best, final = [max(v) for v in seeds], [v[-1] for v in seeds]
             stops = [next((r["step"] for r in run.metrics if r.get("sfpo/stopped")), None)
                      for run in runs]  # fmt: skip
@@ -272,6 +276,7 @@ def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
                           "max": max(final)},
                 "rollouts_to_target": reach,
                 "fewer_rollouts_than_grpo": ratio(grpo_reach, reach),
+                "fewer_rollouts_per_seed": per_seed,
                 "entropy_last5": tail_mean(runs, "sfpo/entropy"),
                 "zero_std_groups_last5": tail_mean(runs, "reward/frac_zero_std"),
                 "stop_rule_fired_at": stops,
@@ -284,7 +289,19 @@ def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
                   f"{(f'{x:.2f}' if x else 'never'):>18}"
                   f"{nan_if_none(cell['entropy_last5']):>9.2f}"
                   f"{str([s for s in stops if s is not None] or '-'):>10}")  # fmt: skip
+        report[lr]["meets_target"] = meets_target(report[lr]["arms"])
     return report
+
+
+def meets_target(arms: dict[str, Any]) -> list[str]:
+    """The SFPO arms of one learning rate that meet the issue's target: GRPO's best
+    reached with ≥ 2× fewer rollouts (seed-mean curve) and a final accuracy (seed mean)
+    at or above GRPO×(K+1)'s. Empty while GRPO×(K+1) has no finished seed."""
+    if "grpo_multi" not in arms:
+        return []
+    floor = arms["grpo_multi"]["final"]["mean"]
+    return [name for name, a in arms.items() if name.startswith("sfpo")
+            and (a["fewer_rollouts_than_grpo"] or 0) >= 2 and a["final"]["mean"] >= floor]  # fmt: skip
 
 
 def toy_sweep(

@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -199,6 +200,62 @@ def _num(x: float | None, pct: bool = False) -> str:
 
 def _spread(d: dict[str, float]) -> str:
     return f"{d['mean']:.3f} ({d['min']:.2f}–{d['max']:.2f})"
+
+
+def _fewer(a: dict[str, Any]) -> str:
+    """× fewer rollouts of the seed-mean curve, with the per-seed range."""
+    if a["rollouts_to_target"] is None:
+        return "never"
+    per_seed = a.get("fewer_rollouts_per_seed", [])
+    reached = [x for x in per_seed if x is not None]
+    spread = (
+        [f"{min(reached):.1f}–{max(reached):.1f}"]
+        if reached and len(per_seed) > 1
+        else []
+    )
+    if len(reached) < len(per_seed):
+        spread.append(f"{len(per_seed) - len(reached)} seed(s) never")
+    return f"{a['fewer_rollouts_than_grpo']:.2f}" + (
+        f" ({'; '.join(spread)})" if spread else ""
+    )
+
+
+def regime_reading(grid: dict[str, Any]) -> list[str]:
+    """What the map says about the paper's claim, one sentence per learning rate,
+    computed from the numbers (so it changes when the runs do)."""
+    lines = []
+    for lr, cell in sorted(grid.items(), key=lambda kv: float(kv[0])):
+        arms, met = cell["arms"], cell.get("meets_target", [])
+        sfpo = {n: a for n, a in arms.items() if n.startswith("sfpo")}
+        seeds = min(a["seeds"] for a in arms.values())
+        if met:
+            verdict = (
+                f"{', '.join(REGIME_NAMES[n] for n in met)} reaches GRPO's best with "
+                f"{', '.join(_fewer(arms[n]) for n in met)}× fewer rollouts and ends at "
+                "or above GRPO×(K+1): the paper's claim holds here"
+            )
+        elif not sfpo or "grpo_multi" not in arms:
+            verdict = "not enough finished arms to compare yet"
+        else:
+            name, best = max(
+                sfpo.items(), key=lambda kv: kv[1]["fewer_rollouts_than_grpo"] or 0
+            )
+            multi, lr_x = arms["grpo_multi"], arms.get("grpo_lr_x3.4")
+            verdict = (
+                f"no SFPO arm meets the target; the fastest, {REGIME_NAMES[name]}, needs "
+                f"{_fewer(best)}× fewer rollouts than GRPO and ends at "
+                f"{best['final']['mean']:.2f} against GRPO×(K+1)'s "
+                f"{multi['final']['mean']:.2f}"
+            )
+            if lr_x is not None:
+                verdict += (
+                    f"; GRPO at 3.4× the learning rate (the same path length) "
+                    f"needs {_fewer(lr_x)}× and ends at {lr_x['final']['mean']:.2f}"
+                )
+        lines.append(
+            f"- **lr {lr}** ({seeds} seed{'s' * (seeds != 1)} in every arm): {verdict}."
+        )
+    return lines
 
 
 def measured_page(results: Path, path: Path) -> None:
@@ -392,8 +449,10 @@ def measured_page(results: Path, path: Path) -> None:
             f"steps; {r['planned_seeds']} seeds planned per cell, the *seeds* column says "
             "how many are finished. *× fewer*: GRPO's rollouts to its best smoothed "
             "seed-mean accuracy at that learning rate, over the arm's. The figure is "
-            "`regime_map.png`.", "",
-            "| lr | arm | seeds | best | final | × fewer | entropy, last 5 | stop rule fired at |",
+            "`regime_map.png`. The target: an SFPO arm reaches GRPO's best with ≥ 2× fewer "
+            "rollouts and ends at or above GRPO×(K+1)'s final accuracy.", "",
+            *regime_reading(r["map"]), "",
+            "| lr | arm | seeds | best | final | × fewer (seed range) | entropy, last 5 | stop rule fired at |",
             "|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for lr, cell in r["map"].items():
@@ -401,7 +460,7 @@ def measured_page(results: Path, path: Path) -> None:
                 fired = [s for s in a["stop_rule_fired_at"] if s is not None]
                 lines.append(f"| {lr} | {REGIME_NAMES.get(arm, arm)} | {a['seeds']} | "
                              f"{_spread(a['best'])} | {_spread(a['final'])} | "
-                             f"{_num(a['fewer_rollouts_than_grpo']) if a['rollouts_to_target'] is not None else 'never'} | "
+                             f"{_fewer(a)} | "
                              f"{_num(a['entropy_last5'])} | {fired or '–'} |")  # fmt: skip
         lines.append("")
     if "contention" in load:

@@ -1,6 +1,7 @@
 """The bench scripts' --quick smoke runs: they run, print figures and write JSON."""
 
 import fcntl
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -95,3 +96,43 @@ def test_fast_path_ab_summarises_a_log(tmp_path):
     summary = json.loads((tmp_path / "fast_path_ab.json").read_text())["summary"]
     assert summary["grpo/none"]["new_over_old_update_per_pass_s"] == 0.5
     assert summary["sfpo_over_grpo_step_new"] == 17 / 8
+
+
+def test_regime_report_by_hand():
+    """Hand-computed: evals at steps 0, 2, 4 of 2 × 8 rollouts (x = 0, 32, 64); the
+    target is GRPO's best smoothed seed-mean accuracy (trailing window of 3)."""
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location(
+        "rtt", BENCH / "rollouts_to_target.py"
+    )
+    rtt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rtt)
+
+    def runs(*curves, stop=None):
+        return [SimpleNamespace(
+            config={"num_prompts": 2, "group_size": 8},
+            metrics=[{"step": 2 * i, "eval/accuracy": a, "sfpo/stopped": float(stop == 2 * i)}
+                     for i, a in enumerate(c)],
+        ) for c in curves]  # fmt: skip
+
+    report = rtt.regime_report({"1e-4": {
+        # mean .2 .3 .6 → smoothed .2 .25 .367: target .367, reached at 64
+        "grpo": runs([0.2, 0.4, 0.6], [0.2, 0.2, 0.6]),
+        # smoothed .2 .4 .433: reaches .367 at 32 → 2× fewer; final .5
+        "grpo_multi": runs([0.2, 0.6, 0.5]),
+        # mean .2 .6 .7 → smoothed .2 .4 .5: 2× fewer; per seed 2× and 1×; final .7
+        "sfpo_a0.5": runs([0.2, 0.8, 0.8], [0.2, 0.4, 0.6], stop=4),
+        # fast (2×) but ends at .3, below GRPO×(K+1)'s .5
+        "sfpo_a0.8": runs([0.2, 0.8, 0.3]),
+    }})["1e-4"]  # fmt: skip
+    assert report["target_heldout_accuracy"] == pytest.approx(1.1 / 3)
+    a05 = report["arms"]["sfpo_a0.5"]
+    assert a05["rollouts_to_target"] == 32 and a05["fewer_rollouts_than_grpo"] == 2
+    assert a05["fewer_rollouts_per_seed"] == [2.0, 1.0]
+    assert a05["final"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8})
+    assert a05["stop_rule_fired_at"] == [4, 4]
+    assert report["arms"]["grpo"]["fewer_rollouts_than_grpo"] == 1.0
+    assert report["meets_target"] == ["sfpo_a0.5"]
+    # without GRPO×(K+1) there is no floor to compare with: nothing meets the target
+    assert rtt.meets_target({"sfpo_a0.5": a05}) == []

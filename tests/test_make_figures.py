@@ -74,3 +74,39 @@ def test_step_costs_have_one_source(make_figures, tmp_path):
         assert not re.search(r"\b\d+(\.\d+)?(-\d+)? s\b[^.]*\bstep", text), name
     make_figures.step_costs_page(tmp_path / "nothing", page)
     assert "No step costs are recorded" in page.read_text()
+
+
+def test_the_regime_reading_follows_the_numbers(make_figures):
+    def arm(fewer, final, per_seed=(), seeds=3):
+        return {"seeds": seeds, "rollouts_to_target": None if fewer is None else 32,
+                "fewer_rollouts_than_grpo": fewer, "fewer_rollouts_per_seed": list(per_seed),
+                "final": {"mean": final, "min": final, "max": final}}  # fmt: skip
+
+    grid = {
+        "0.0001": {"meets_target": ["sfpo_a0.5"], "arms": {
+            "grpo": arm(1.0, 0.4), "grpo_multi": arm(1.5, 0.3),
+            "sfpo_a0.5": arm(2.5, 0.45, [2.0, 3.0, None])}},
+        "3e-05": {"meets_target": [], "arms": {
+            "grpo": arm(1.0, 0.4), "grpo_multi": arm(1.2, 0.5),
+            "sfpo_a0.5": arm(1.5, 0.35), "sfpo_a0.8": arm(None, 0.2),
+            "grpo_lr_x3.4": arm(1.4, 0.41, seeds=2)}},
+        "0.0003": {"arms": {"grpo": arm(1.0, 0.4, seeds=1)}},
+    }  # fmt: skip
+    lines = make_figures.regime_reading(grid)
+    assert [line.split("**")[1] for line in lines] == [
+        "lr 3e-05",
+        "lr 0.0001",
+        "lr 0.0003",
+    ]
+    assert (
+        "SFPO α = 0.5 reaches GRPO's best with 2.50 (2.0–3.0; 1 seed(s) never)×"
+        in lines[1]
+    )
+    assert "claim holds" in lines[1] and "(3 seeds in every arm)" in lines[1]
+    assert (
+        "no SFPO arm meets the target; the fastest, SFPO α = 0.5, needs 1.50"
+        in lines[0]
+    )
+    assert "ends at 0.35 against GRPO×(K+1)'s 0.50" in lines[0]
+    assert "3.4× the learning rate" in lines[0] and "(2 seeds in every arm)" in lines[0]
+    assert "not enough finished arms" in lines[2] and "(1 seed in" in lines[2]
