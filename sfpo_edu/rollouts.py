@@ -57,28 +57,26 @@ def generate_rollouts(
         seed: makes sampling reproducible (on CPU) without touching the global RNG.
 
     Returns:
-        A RolloutBatch with B = N * G rows; `rewards`, `advantages` and the
-        log-prob fields are left None for the trainer.
+        A RolloutBatch with B = N * G rows; the trainer fills rewards and log-probs.
     """
     _check_prompts(prompts)
     _check_sampling(group_size, max_new_tokens, temperature, top_p)
     prompt_ids, prompt_mask = encode_prompts(policy, prompts, system_prompt)  # (N, P)
     prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)  # (B, P)
     prompt_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, P)
-    rng_devices = [policy.device] if policy.device.type == "cuda" else []
-    with torch.random.fork_rng(rng_devices, enabled=seed is not None):
+    cuda = [policy.device] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(cuda, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
+        # top_k=0 overrides model defaults: sample from softmax(logits / T)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         completion_ids = _generate(
             policy,
             prompt_ids,
             prompt_mask,
             max_new_tokens,
             group_size=group_size,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,  # override model defaults: sample from softmax(logits / T)
+            **sampling,
         )  # (B, T)
     completion_ids, completion_mask, truncated = mask_after_eos(
         completion_ids, eos_token_ids(policy), policy.tokenizer.pad_token_id
@@ -216,10 +214,8 @@ def _generate(
                 use_cache=True,
                 logits_to_keep=1,
             )
-            # newer transformers name the key/value cache `cache`, older `past_key_values`
-            name = "cache" if "cache" in out else "past_key_values"
-            out[name].batch_repeat_interleave(group_size)  # N → B = N·G rows
-            cache = {name: out[name]}
+            out.cache.batch_repeat_interleave(group_size)  # N → B = N·G rows
+            cache = {"cache": out.cache}
         output_ids = policy.model.generate(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,

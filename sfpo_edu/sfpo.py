@@ -216,10 +216,8 @@ def sfpo_update(
         metrics |= prefixed("fast/", mean_metrics(fast))
         if diagnostics:
             at_theta_k = loss_stats(loss_fn, minibatches)
-            metrics |= {
-                "kl/theta_k": at_theta_k["kl"],
-                "clip/theta_k": at_theta_k["clip_frac"],
-            }
+            metrics["kl/theta_k"] = at_theta_k["kl"]
+            metrics["clip/theta_k"] = at_theta_k["clip_frac"]
     theta_k = snapshot(params)
 
     # 2. reposition: pull the fast weights back toward the start, in place.
