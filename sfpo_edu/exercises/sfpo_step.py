@@ -55,38 +55,31 @@ def _sgd(update: Callable, theta_0: Tensor, lr: float, batch: Any, **kw: Any) ->
     """θ after the library's ``update`` with ``torch.optim.SGD`` from θ₀. The loss
     ⟨θ, grad(θ)⟩, grad(θ) held constant, has the gradient grad(θ) at the current θ."""
     theta = nn.Parameter(theta_0.clone())
-    optimizer = torch.optim.SGD([theta], lr=lr)
-    update(
-        [theta],
-        optimizer,
-        batch,
-        lambda grad: (theta @ grad(theta.detach()), {"kl": 0.0}),
-        **kw,
-    )
+
+    def loss_fn(grad: Grad) -> tuple[Tensor, dict[str, float]]:
+        return theta @ grad(theta.detach()), {"kl": 0.0}
+
+    update([theta], torch.optim.SGD([theta], lr=lr), batch, loss_fn, **kw)
     return theta.detach()
 
 
 def _points(
-    theta_0: Tensor,
-    grad: Grad,
-    lr: float,
-    K: int,
-    alpha: float,
-    steps: int = 0,
-    back: bool = False,
-    start: str = "~",
-    at: str = "",
+    theta_0: Tensor, grad: Grad, lr: float, K: int, alpha: float, **mistake: Any
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """θ_K, θ̃ and θ_{s+1} of one SFPO step with SGD, or with one mistake: ``steps``
+    """θ_K, θ̃ and θ_{s+1} of one SFPO step with SGD, or with a ``mistake``: ``steps``
     fast steps too many, θ̃ pulled ``back`` from θ_K, the slow step from ``start``
-    ("0", "K" or "~" for θ̃) or with the gradient at ``at``."""
+    ("0", "K" or "~" for θ̃) or with the gradient ``at`` another point."""
     theta = {"0": theta_0, "K": theta_0}
-    for _ in range(K + steps):  # Eq. (2): θ^{k+1} = θ^k − η∇L(θ^k)
+    for _ in range(K + mistake.get("steps", 0)):  # Eq. (2): θ^{k+1} = θ^k − η∇L(θ^k)
         theta["K"] = theta["K"] - lr * grad(theta["K"])
-    ends = (theta_0, theta["K"]) if back else (theta["K"], theta_0)
+    ends = (theta_0, theta["K"]) if mistake.get("back") else (theta["K"], theta_0)
     theta["~"] = params.reposition(*ends, alpha)  # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
-    # Eq. (4): θ_{s+1} = θ̃ − η∇L(θ̃)
-    return theta["K"], theta["~"], theta[start] - lr * grad(theta[at or start])
+    start = mistake.get("start", "~")  # Eq. (4): θ_{s+1} = θ̃ − η∇L(θ̃)
+    return (
+        theta["K"],
+        theta["~"],
+        theta[start] - lr * grad(theta[mistake.get("at", start)]),
+    )
 
 
 def _step(i: int = 2, **mistake: Any) -> Callable[..., Tensor]:
@@ -146,11 +139,11 @@ check_sfpo_sgd_step = Exercise(
     _sgd_cases,
     {
         "you stopped at θ̃: stage III takes one more step, θ̃ − η∇L(θ̃).": _step(1),
-        "you skipped the reposition: the slow step starts from θ̃, not θ_K.": _step(
-            start="K"
+        "you skipped the reposition: the slow step starts from θ̃, not θ_K.": (
+            _step(start="K")
         ),
-        "θ̃ = θ₀ + α(θ_K − θ₀): α is the share of the fast path you KEEP.": _step(
-            back=True
+        "θ̃ = θ₀ + α(θ_K − θ₀): α is the share of the fast path you KEEP.": (
+            _step(back=True)
         ),
         "the slow step's gradient is taken AT θ̃, not at θ_K.": _step(at="K"),
     },
@@ -172,13 +165,13 @@ check_lookahead_sgd_step = Exercise(
     "Lookahead step with SGD: fn(theta_0, grads, alpha, lr) -> theta_next: one SGD "
     "step per FRESH batch, θ^{k+1} = θ^k − η grads[k](θ^k), then θ₀ + α(θ_k − θ₀) and "
     "no extra step. Reference: toy.lookahead_update with SGD.",
-    lambda t0, grads, alpha, lr: _sgd(
+    lambda t0, grads, a, lr: _sgd(
         lookahead_update,
         t0,
         lr,
         iter(grads).__next__,
         num_inner_steps=len(grads),
-        alpha=alpha,
+        alpha=a,
     ),
     lambda: [
         (label, ToyBandit().theta.detach(), toy_grads(seed, k), a, lr)
@@ -275,15 +268,10 @@ check_interpolate_ = Exercise(
 )
 
 
-def _drift(
-    t0: Tensor,
-    tk: Tensor,
-    tn: Tensor,
-    a: float,
-    start: str = "~",
-    cos: Callable = params.cosine,
-) -> dict:
-    """The drift metrics with the slow step from ``start`` (wrong unless θ̃)."""
+def _drift(t0: Tensor, tk: Tensor, tn: Tensor, a: float, **mistake: Any) -> dict:
+    """The drift metrics with the slow step from ``start`` (wrong unless θ̃) and the
+    cosine by ``cos``."""
+    start, cos = mistake.get("start", "~"), mistake.get("cos", params.cosine)
     tilde = t0 + a * (tk - t0)
     fast, slow = tk - t0, tn - {"~": tilde, "K": tk, "0": t0}[start]
     norms = {"drift": fast, "reposition": tilde - t0, "slow_step": slow}
@@ -308,9 +296,7 @@ check_drift_metrics = Exercise(
         ("random: D = 50", *torch.randn(3, 50, generator=gen(12)), 0.8),
         (
             "degenerate: θ_K = θ₀",
-            torch.ones(3),
-            torch.ones(3),
-            torch.tensor([1.0, 2, 1]),
+            *torch.tensor([[1.0, 1, 1], [1, 1, 1], [1, 2, 1]]),
             0.8,
         ),
     ],
