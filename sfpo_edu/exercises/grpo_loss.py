@@ -205,11 +205,7 @@ check_kl_k3 = Exercise(
         ("hand-made: equal log-probs give 0", _LOGP, _LOGP),
         ("hand-made: π_θ = (0.5, 0.25), π_ref the reverse", _LOGP, _LOGP.flip(-1)),
         ("random: B = 3, T = 5", *(-4 * torch.rand(2, 3, 5, generator=gen(9)))),
-        (
-            "degenerate: π_ref(o) ≈ 6e-6",
-            torch.tensor([[-0.1]]),
-            torch.tensor([[-12.0]]),
-        ),
+        ("degenerate: π_ref(o) ≈ 6e-6", *torch.tensor([[[-0.1]], [[-12.0]]])),
     ],
     {
         "r = log π_ref − log π_θ (reference minus current), not the reverse.": (

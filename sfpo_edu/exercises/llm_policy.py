@@ -25,14 +25,9 @@ def _per_token_logps(logits: Tensor, ids: Tensor, temperature: float) -> Tensor:
     def model(logits_to_keep: int, **_: Any) -> SimpleNamespace:
         return SimpleNamespace(logits=padded[:, -logits_to_keep:].clone())
 
-    ones = torch.ones_like(ids)  # a one-token prompt; no padding
-    batch = SimpleNamespace(
-        prompt_ids=0 * ones[:, :1],
-        prompt_mask=ones[:, :1],
-        completion_ids=ids,
-        completion_mask=ones,
-        group_size=1,
-    )
+    ones = torch.ones_like(ids)  # (B, T); the prompt is one token, 0
+    prompt = dict(prompt_ids=0 * ones[:, :1], prompt_mask=ones[:, :1], group_size=1)
+    batch = SimpleNamespace(completion_ids=ids, completion_mask=ones, **prompt)
     return per_token_logps(model, batch, temperature=temperature)[0]
 
 
@@ -41,7 +36,14 @@ def _pick(x: Tensor, ids: Tensor) -> Tensor:
     return x.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
 
 
+def _random_logits(B: int = 3, T: int = 4, V: int = 11) -> tuple[Tensor, Tensor]:
+    """Logits (B, T, V) of std 3 and the ids (B, T) they predict."""
+    ids = torch.randint(0, V, (B, T), generator=gen(5))
+    return 3 * torch.randn(B, T, V, generator=gen(4)), ids
+
+
 _HAND = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # (1, 2, 3)
+_HUGE = torch.tensor([[[1000.0, 0, -1000]]])  # (1, 1, 3)
 check_per_token_logps = Exercise(
     "per-token log-probs: fn(logits, completion_ids, temperature) -> per_token_logps "
     "(B, T), logits (B, T, V) where logits[:, t] predicts completion_ids[:, t]: "
@@ -51,18 +53,8 @@ check_per_token_logps = Exercise(
     lambda: [
         ("hand-made: B = 1, T = 2, V = 3, T° = 1", _HAND, torch.tensor([[0, 2]]), 1.0),
         ("hand-made: the same at temperature 0.5", _HAND, torch.tensor([[0, 2]]), 0.5),
-        (
-            "random: B = 3, T = 4, V = 11, T° = 0.7",
-            3 * torch.randn(3, 4, 11, generator=gen(4)),
-            torch.randint(0, 11, (3, 4), generator=gen(5)),
-            0.7,
-        ),
-        (
-            "degenerate: huge logits (be stable)",
-            torch.tensor([[[1e3, 0, -1e3]]]),
-            torch.tensor([[1]]),
-            1.0,
-        ),
+        ("random: B = 3, T = 4, V = 11, T° = 0.7", *_random_logits(), 0.7),
+        ("degenerate: huge logits (be stable)", _HUGE, torch.tensor([[1]]), 1.0),
     ],
     {
         "divide the logits by the temperature BEFORE the log-softmax.": lambda lg, i, t: (

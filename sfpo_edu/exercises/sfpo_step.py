@@ -280,6 +280,7 @@ def _drift(t0: Tensor, tk: Tensor, tn: Tensor, a: float, **mistake: Any) -> dict
 
 
 _V = torch.tensor([[0.0, 0], [2, 0], [1.6, 1], [1, 1]])
+_W = torch.tensor([[1.0, 1, 1], [1, 1, 1], [1, 2, 1]])
 check_drift_metrics = Exercise(
     "drift metrics: fn(theta_0, theta_k, theta_next, alpha) -> {sfpo/drift_norm ‖θ_K − "
     "θ₀‖, sfpo/reposition_norm ‖θ̃ − θ₀‖, sfpo/slow_step_norm ‖θ_{s+1} − θ̃‖, "
@@ -294,11 +295,7 @@ check_drift_metrics = Exercise(
         ("hand-made: fast (2, 0), slow (0, 1)", *_V[:3], 0.8),
         ("hand-made: slow continues fast", _V[0], _V[3], _V[3], 0.5),
         ("random: D = 50", *torch.randn(3, 50, generator=gen(12)), 0.8),
-        (
-            "degenerate: θ_K = θ₀",
-            *torch.tensor([[1.0, 1, 1], [1, 1, 1], [1, 2, 1]]),
-            0.8,
-        ),
+        ("degenerate: θ_K = θ₀", *_W, 0.8),
     ],
     {
         "the slow step starts at θ̃ = θ₀ + α(θ_K − θ₀), not at θ_K.": partial(
