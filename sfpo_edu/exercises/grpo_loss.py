@@ -116,9 +116,9 @@ def _toy_gradient(theta: Tensor, f: Tensor, actions: Tensor, adv: Tensor) -> Ten
 
 
 def _row(label: str, theta: tuple, actions: Any = None, **arms: Any) -> tuple:
-    """A row (label, θ, features, arm rewards) of a ToyBandit, and if ``actions`` are
-    given, those actions and their group advantages (raw rewards if the label says so);
-    for (N, G), a batch sampled from its policy."""
+    """A case on a ToyBandit at θ: (label, θ, features, arm rewards); or, given
+    ``actions`` (a list, with their group advantages or, if the label says "raw", their
+    rewards; or (N, G) to sample a batch), (label, θ, features, actions, advantages)."""
     bandit = ToyBandit(theta, **arms)
     row = (label, bandit.theta.detach(), bandit.features)
     if actions is None:
