@@ -17,7 +17,7 @@ import torch
 from sfpo_edu import exercises
 from sfpo_edu.exercises import EXERCISES
 from sfpo_edu.exercises.grader import Exercise
-from sfpo_edu.exercises.sfpo_step import quadratic, sfpo_sgd_step
+from sfpo_edu.exercises.sfpo_step import quadratic
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CHECKS = [name for names in EXERCISES.values() for name in names]
@@ -159,7 +159,7 @@ def test_sfpo_points_agrees_with_sfpo_update():
     # the reference of the drawing exercise ends where the library's update does
     theta_0, grad = torch.tensor([1.0, -1.0]), quadratic(3)
     _, _, theta_next = exercises.check_sfpo_points.reference(theta_0, grad, 0.2, 4, 0.6)
-    expected = sfpo_sgd_step(theta_0, grad, 4, 0.6, 0.2)
+    expected = exercises.check_sfpo_sgd_step.reference(theta_0, grad, 4, 0.6, 0.2)
     torch.testing.assert_close(theta_next, expected, rtol=1e-6, atol=1e-6)
 
 

@@ -1,22 +1,19 @@
 """Exercises for the notebooks: write a function, check it against the library.
 
-Every ``check_<name>(fn)`` calls your function on several cases (hand-made, random
-and degenerate ones), compares each answer with the library's own implementation and
-prints what it found: for the first case that fails, the input, what was expected and
-what came back (with shapes and dtypes), plus a hint when the answer is a common
-mistake. It returns nothing and never raises, so an unfinished skeleton
-(``NotImplementedError``) does not stop a notebook.
-
     from sfpo_edu.exercises import check_group_advantages
 
     def my_group_advantages(rewards, group_size):
-        ...                                  # your code
+        ...  # your code
     check_group_advantages(my_group_advantages)
 
-Each check is data (``grader.Exercise``): a reference function, the library's wherever
-it has one; its cases; its common mistakes as (wrong function, hint) pairs. They live
-in one module per topic; ``EXERCISES`` maps each notebook to its checks, in order. The
-solutions are in ``notebooks/solutions/solutions.py``.
+A check runs your function on hand-made, random and degenerate cases and compares each
+answer with the library's. For the first case that fails it prints the input, what was
+expected and what came back, and a hint when the answer is a common mistake. It never
+raises, so an unfinished skeleton does not stop a notebook.
+
+Each check is data (``grader.Exercise``): a reference function, its cases and its
+common mistakes as (wrong function, hint) pairs, in one module per topic. ``EXERCISES``
+maps each notebook to its checks, in order; solutions: ``notebooks/solutions/``.
 """
 
 from sfpo_edu.exercises.grpo_loss import (
@@ -64,13 +61,27 @@ EXERCISES: dict[str, list[str]] = {
     "07_hyperparameter_lab": ["check_toy_expected_reward", "check_rollouts_per_step",
                               "check_effective_alpha"],
 }  # fmt: skip
-
 __all__ = [
-    "EXERCISES", "check_aggregate", "check_clipped_surrogate", "check_completion_mask",
-    "check_drift_metrics", "check_effective_alpha", "check_entropy_zscore",
-    "check_group_advantages", "check_interpolate_", "check_kl_k3", "check_last_number",
-    "check_lookahead_sgd_step", "check_moving_average", "check_optimizer_steps",
-    "check_per_token_logps", "check_reposition", "check_rollouts_per_step",
-    "check_sfpo_points", "check_sfpo_sgd_step", "check_stop_step",
-    "check_toy_expected_reward", "check_toy_policy_gradient",
-]  # fmt: skip
+    "EXERCISES",
+    "check_aggregate",
+    "check_clipped_surrogate",
+    "check_completion_mask",
+    "check_drift_metrics",
+    "check_effective_alpha",
+    "check_entropy_zscore",
+    "check_group_advantages",
+    "check_interpolate_",
+    "check_kl_k3",
+    "check_last_number",
+    "check_lookahead_sgd_step",
+    "check_moving_average",
+    "check_optimizer_steps",
+    "check_per_token_logps",
+    "check_reposition",
+    "check_rollouts_per_step",
+    "check_sfpo_points",
+    "check_sfpo_sgd_step",
+    "check_stop_step",
+    "check_toy_expected_reward",
+    "check_toy_policy_gradient",
+]

@@ -1,11 +1,9 @@
 """The grader: run a student's function on an exercise's cases and explain a failure.
 
-An ``Exercise`` is a reference function (the library's wherever it has one), its cases
-and its common mistakes: each hint with the wrong function it explains. For the first
-case ``fn`` fails, ``check(fn)`` prints the input, the expected and the returned value
-(shapes and dtypes), what differs, and the hint of the first mistake that answers (or
-raises) as ``fn`` did. It never raises and returns None, so a notebook cell shows only
-the feedback; ``check.grade(fn)`` returns True / False.
+For the first case ``fn`` fails, ``check(fn)`` prints the input, the expected and the
+returned value (shapes and dtypes), what differs, and the hint of the first common
+mistake that answers (or raises) as ``fn`` did. It returns None and never raises, so a
+notebook cell shows only the feedback; ``check.grade(fn)`` returns True / False.
 """
 
 from __future__ import annotations
@@ -35,11 +33,6 @@ class Case:
     note: str | None = None
 
 
-def table(*rows: tuple) -> list[Case]:
-    """Cases from rows ``(label, *args)``."""
-    return [Case(label, tuple(args)) for label, *args in rows]
-
-
 def gen(seed: int) -> torch.Generator:
     """A private random generator: building cases never touches the global one."""
     return torch.Generator().manual_seed(seed)
@@ -47,12 +40,12 @@ def gen(seed: int) -> torch.Generator:
 
 @dataclass
 class Exercise:
-    """``check(fn)``: grade ``fn`` against ``reference`` on ``cases()``."""
+    """A reference function, its cases (rows ``(label, *args)`` or ``Case``s, built
+    when checking) and its common mistakes; ``check(fn)`` grades ``fn`` on them."""
 
-    title: str
-    task: str  # what the student writes; the check's docstring
-    reference: Callable[..., Any]
-    cases: Callable[[], list[Case]]  # built when checking, not at import
+    task: str  # "title: what the student writes"; the check's docstring
+    reference: Callable[..., Any]  # the library's wherever it has one
+    cases: Callable[[], list[tuple | Case]]
     mistakes: dict[str, Callable[..., Any]]  # hint → the wrong function it explains
     names: tuple[str, ...] = ()  # of the parts of a tuple answer, for messages
     in_place: bool = False  # fn changes its first argument, which is the answer
@@ -60,7 +53,7 @@ class Exercise:
     rtol: float = 1e-4
 
     def __post_init__(self) -> None:
-        self.__doc__ = self.task
+        self.__doc__, self.title = self.task, self.task.split(":")[0]
 
     def __call__(self, fn: Any) -> None:
         self.grade(fn)
@@ -71,7 +64,9 @@ class Exercise:
             print(f"✗ {self.title}: expected a function, got {show(fn)}.")
             return False
         with torch.random.fork_rng(devices=[]):  # some references seed torch
-            cases = self.cases()
+            cases = [
+                c if isinstance(c, Case) else Case(c[0], c[1:]) for c in self.cases()
+            ]
             tests = [case for case in cases if case.note is None]
             for i, case in enumerate(tests, start=1):
                 if failure := self.failure(fn, case):
@@ -80,10 +75,9 @@ class Exercise:
                     where = f"case {i}/{len(tests)} ({case.label})"
                     print(f"✗ {self.title}: {name} {what} {where}.")
                     shown = "\n             ".join(show(arg, 200) for arg in case.args)
-                    lines = [f"input:     {shown}", *lines, f"hint:      {hint}"]
-                    print(
-                        "\n".join(f"  {line}" for line in lines[: None if hint else -1])
-                    )
+                    lines = [f"input:     {shown}", *lines]
+                    lines += [f"hint:      {hint}"] if hint else []
+                    print("\n".join(f"  {line}" for line in lines))
                     return False
             kinds = ", ".join(sorted({case.label.split(":")[0] for case in tests}))
             print(f"✓ {self.title}: all {len(tests)} cases pass ({kinds}).")
@@ -108,18 +102,18 @@ class Exercise:
             todo = "replace `raise NotImplementedError(...)` with your code."
             return "is not written yet (it raised NotImplementedError) on", [], todo
         except Exception as err:  # the student's bug: report it, never crash
-            error = f"{type(err).__name__}: {err}{_student_line(err)}"
-            hint = self.explain(case, expected, error=err) or _error_hint(err)
-            return "raised an error on", [f"error:     {error}"], hint
+            error = f"error:     {type(err).__name__}: {err}{_student_line(err)}"
+            hint = self.explain(case, expected, error=err) or _error_hint(str(err))
+            return "raised an error on", [error], hint
         if not self.in_place and (changed := _changed(args, case.args)):
             return "changed its input in place on", [changed], IN_PLACE
         if problem := self.differs(got, expected, case.exact):
-            lines = [f"expected:  {show(expected)}", f"got:       {show(got)}"]
-            lines.append(f"problem:   {problem}")
+            shown = [f"expected:  {show(expected)}", f"got:       {show(got)}"]
+            hint = self.explain(case, expected, got)
             return (
                 "does not match the library on",
-                lines,
-                self.explain(case, expected, got),
+                [*shown, f"problem:   {problem}"],
+                hint,
             )
         return None
 
@@ -175,10 +169,9 @@ def show(x: Any, limit: int = 400) -> str:
         text = f"{_values(x)} ({len(x)} values)"
     elif isinstance(x, (Tensor, np.ndarray)):
         kind = "torch.Tensor" if isinstance(x, Tensor) else "numpy array"
-        shown = (
-            x.detach().float() if isinstance(x, Tensor) and x.is_floating_point() else x
-        )
-        text = f"{_values(shown)} ({kind}, shape {tuple(x.shape)}, {x.dtype})"
+        floats = isinstance(x, Tensor) and x.is_floating_point()
+        values = _values(x.detach().float() if floats else x)
+        text = f"{values} ({kind}, shape {tuple(x.shape)}, {x.dtype})"
     elif isinstance(x, (list, tuple)) and x and isinstance(x[0], Tensor):
         text = f"[{', '.join(show(t, 160) for t in x)}]"
     elif isinstance(x, list) and x and callable(x[0]):
@@ -197,18 +190,12 @@ def _values(x: Any) -> str:
 
 
 def _changed(args: tuple, before: tuple) -> str | None:
-    """'argument N became …' for the first argument ``fn`` changed in place."""
+    """'argument N became …' for the first array argument ``fn`` changed in place."""
     for i, (arg, old) in enumerate(zip(args, before, strict=True)):
-        if not all(map(torch.equal, _tensors(arg), _tensors(old))):
+        arrays = isinstance(arg, (Tensor, np.ndarray))
+        if arrays and not torch.equal(torch.as_tensor(arg), torch.as_tensor(old)):
             return f"argument {i + 1} became {show(arg)}"
     return None
-
-
-def _tensors(x: Any) -> list[Tensor]:
-    """The tensors in an argument (itself, or in a list or tuple), numpy as tensors."""
-    if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _tensors(v)]
-    return [torch.as_tensor(x).detach()] if isinstance(x, (Tensor, np.ndarray)) else []
 
 
 # frames in torch, numpy and sfpo_edu are not the student's code
@@ -226,9 +213,8 @@ def _student_line(err: BaseException) -> str:
     return ""
 
 
-def _error_hint(err: Exception) -> str | None:
+def _error_hint(text: str) -> str | None:
     """A general hint for an error that no known mistake explains."""
-    text = str(err)
     if "leaf Variable that requires grad" in text or "a view of a leaf" in text:
         return "change parameters in place only inside `with torch.no_grad():`."
     if "must match the size" in text or "shape" in text or "size of tensor" in text:

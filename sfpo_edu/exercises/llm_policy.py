@@ -8,46 +8,27 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from sfpo_edu.exercises.grader import Exercise, gen, table
+from sfpo_edu.exercises.grader import Exercise, gen
+from sfpo_edu.logprobs import per_token_logps
 from sfpo_edu.rewards import extract_answer
-
-
-class _FixedLogits(nn.Module):
-    """A 'causal LM' that returns given logits (B, T + 1, V), whatever the input."""
-
-    def __init__(self, logits: Tensor) -> None:
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, input_ids: Tensor, logits_to_keep: int = 0, **_: Any) -> Any:
-        logits = self.logits.clone()  # the library divides by T in place
-        return SimpleNamespace(logits=logits[:, -logits_to_keep:])
+from sfpo_edu.rollouts import mask_after_eos
 
 
 def _per_token_logps(logits: Tensor, ids: Tensor, temperature: float) -> Tensor:
-    """``logprobs.per_token_logps`` on a model whose logits[:, t] predict ids[:, t]."""
-    from sfpo_edu.logprobs import per_token_logps  # imports transformers: only here
-
+    """``logprobs.per_token_logps`` of a 'model' whose logits[:, t] predict ids[:, t]
+    (its logits at the last position predict nothing: zeros)."""
     B, T, V = logits.shape
-    padded = torch.cat([logits, torch.zeros(B, 1, V)], dim=1)  # the last is unused
-    ones = torch.ones(B, T, dtype=torch.long)
-    batch = SimpleNamespace(
-        prompt_ids=ones[:, :1] * 0,
-        prompt_mask=ones[:, :1],
-        completion_ids=ids,
-        completion_mask=ones,
-        group_size=1,
-    )
-    with torch.no_grad():
-        return per_token_logps(_FixedLogits(padded), batch, temperature=temperature)[0]
+    padded = torch.cat([logits, torch.zeros(B, 1, V)], dim=1)  # (B, T + 1, V)
 
+    def model(logits_to_keep: int, **_: Any) -> SimpleNamespace:
+        return SimpleNamespace(logits=padded[:, -logits_to_keep:].clone())
 
-def _random_logits(B: int, T: int, V: int) -> tuple[Tensor, Tensor]:
-    """Logits (B, T, V) of std 3 and the ids (B, T) they predict."""
-    ids = torch.randint(0, V, (B, T), generator=gen(5))
-    return 3 * torch.randn(B, T, V, generator=gen(4)), ids
+    ones = torch.ones_like(ids)  # (B, T); the prompt is one token, 0
+    prompt = dict(prompt_ids=0 * ones[:, :1], prompt_mask=ones[:, :1], group_size=1)
+    batch = SimpleNamespace(completion_ids=ids, completion_mask=ones, **prompt)
+    return per_token_logps(model, batch, temperature=temperature)[0]
 
 
 def _pick(x: Tensor, ids: Tensor) -> Tensor:
@@ -55,20 +36,26 @@ def _pick(x: Tensor, ids: Tensor) -> Tensor:
     return x.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
 
 
+def _random_logits(B: int = 3, T: int = 4, V: int = 11) -> tuple[Tensor, Tensor]:
+    """Logits (B, T, V) of std 3 and the ids (B, T) they predict."""
+    ids = torch.randint(0, V, (B, T), generator=gen(5))
+    return 3 * torch.randn(B, T, V, generator=gen(4)), ids
+
+
 _HAND = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])  # (1, 2, 3)
 _HUGE = torch.tensor([[[1000.0, 0, -1000]]])  # (1, 1, 3)
 check_per_token_logps = Exercise(
-    "per-token log-probs",
-    "fn(logits, completion_ids, temperature) -> per_token_logps (B, T): logits (B, T, "
-    "V) where logits[:, t] predicts completion_ids[:, t]; log_softmax(logits / "
-    "temperature)[o_t]. Reference: logprobs.per_token_logps on a model with these logits.",
+    "per-token log-probs: fn(logits, completion_ids, temperature) -> per_token_logps "
+    "(B, T), logits (B, T, V) where logits[:, t] predicts completion_ids[:, t]: "
+    "log_softmax(logits / temperature)[o_t]. Reference: logprobs.per_token_logps on a "
+    "model with these logits.",
     _per_token_logps,
-    lambda: table(
+    lambda: [
         ("hand-made: B = 1, T = 2, V = 3, T° = 1", _HAND, torch.tensor([[0, 2]]), 1.0),
         ("hand-made: the same at temperature 0.5", _HAND, torch.tensor([[0, 2]]), 0.5),
-        ("random: B = 3, T = 4, V = 11, T° = 0.7", *_random_logits(3, 4, 11), 0.7),
+        ("random: B = 3, T = 4, V = 11, T° = 0.7", *_random_logits(), 0.7),
         ("degenerate: huge logits (be stable)", _HUGE, torch.tensor([[1]]), 1.0),
-    ),
+    ],
     {
         "divide the logits by the temperature BEFORE the log-softmax.": lambda lg, i, t: (
             _pick(torch.log_softmax(lg, -1), i)
@@ -88,42 +75,33 @@ check_per_token_logps = Exercise(
 )
 
 
-def _completion_mask(ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
-    """(completion_mask, truncated) of ``rollouts.mask_after_eos``."""
-    from sfpo_edu.rollouts import mask_after_eos  # imports transformers: only here
-
-    return mask_after_eos(ids, eos_ids, pad_id=0)[1:]
-
-
-_IDS = torch.tensor(
-    [[5, 9, 3, 3], [5, 6, 7, 9], [1, 2, 3, 4], [4, 8, 9, 9], [9, 9, 1, 2]]
-)
-
-
 def _eos(ids: Tensor, eos_ids: list[int]) -> Tensor:
     """1 where a token is an EOS, (B, T)."""
     return torch.isin(ids, torch.tensor(eos_ids)).long()
 
 
+_IDS = torch.tensor(
+    [[5, 9, 3, 3], [5, 6, 7, 9], [1, 2, 3, 4], [4, 8, 9, 9], [9, 9, 1, 2]]
+)
 check_completion_mask = Exercise(
-    "completion mask",
-    "fn(completion_ids, eos_ids) -> (completion_mask, truncated): ids (B, T); the mask "
-    "(B, T) is 1 up to AND including the first EOS of each row, 0 after; truncated (B,) "
-    "bool is True for rows with no EOS. Reference: rollouts.mask_after_eos.",
-    _completion_mask,
-    lambda: table(
+    "completion mask: fn(completion_ids, eos_ids) -> (completion_mask, truncated): ids "
+    "(B, T); the mask (B, T) is 1 up to AND including the first EOS of each row, 0 "
+    "after; truncated (B,) bool is True for rows with no EOS. Reference: "
+    "rollouts.mask_after_eos.",
+    lambda ids, eos_ids: mask_after_eos(ids, eos_ids, pad_id=0)[1:],
+    lambda: [
         ("hand-made: EOS 9 in the middle, at the end, nowhere", _IDS[:3], [9]),
         ("hand-made: two EOS ids, the first one counts", _IDS[3:], [8, 9]),
         ("random: B = 6, T = 7", torch.randint(0, 6, (6, 7), generator=gen(6)), [5]),
         ("degenerate: every row truncated", torch.ones(2, 3, dtype=torch.long), [0]),
-    ),
+    ],
     {
         "the EOS token itself is part of the completion: keep it in.": lambda ids, e: (
             (_eos(ids, e).cumsum(1) == 0).long(),
             _eos(ids, e).sum(1) == 0,
         ),
         "truncated is True for rows WITHOUT an EOS.": lambda ids, e: (
-            _completion_mask(ids, e)[0],
+            mask_after_eos(ids, e, pad_id=0)[1],
             _eos(ids, e).sum(1) > 0,
         ),
         "everything after the FIRST EOS is padding: mask it out.": lambda ids, e: (
@@ -141,12 +119,11 @@ def _number(pattern: str, index: int = -1) -> Any:
 
 
 check_last_number = Exercise(
-    "last number",
-    "fn(text) -> str | None: the last number in a completion, thousands commas removed "
-    '("1,234" → "1234"), a leading minus kept, None if there is none. Reference: '
-    "rewards.extract_answer on texts without \\boxed{} or ####.",
+    "last number: fn(text) -> str | None: the last number in a completion, thousands "
+    'commas removed ("1,234" → "1234"), a leading minus kept, None if there is none. '
+    "Reference: rewards.extract_answer on texts without \\boxed{} or ####.",
     extract_answer,
-    lambda: table(
+    lambda: [
         ("hand-made: the model writes the sum", "2 + 9 = 11"),
         ("hand-made: words around it", "The answer is 25."),
         ("hand-made: a negative answer", "3 - 10 = -7"),
@@ -154,7 +131,7 @@ check_last_number = Exercise(
         ("hand-made: thousands separator", "So the total is 1,234 apples."),
         ("degenerate: no number at all", "I'm here to help!"),
         ("degenerate: an empty completion", ""),
-    ),
+    ],
     {  # the order matters: the first mistake that gives the same answer is shown
         "take the LAST number: small models write '2 + 9 = 11'.": _number(
             r"-?\d+(?:\.\d+)?", index=0
