@@ -1,8 +1,8 @@
 """SFPO inside TRL's ``GRPOTrainer``: the same update rule, TRL's distributed plumbing.
 
-Use this to scale SFPO past one device: TRL generates, scores and batches; accelerate
-(DDP), DeepSpeed ZeRO-1/2 or FSDP spread the work; this module adds
-reposition-before-update. Needs ``pip install "sfpo_edu[trl]"`` (TRL 1.16.x).
+TRL generates, scores and batches; accelerate (DDP), DeepSpeed ZeRO-1/2 or FSDP
+spread the work; this module adds reposition-before-update. Needs the optional extra
+(``pip install "sfpo_edu[trl]"``, TRL 1.16.x).
 
     from sfpo_edu.trl import SFPOGRPOConfig, SFPOTrainer
 
@@ -178,12 +178,6 @@ class SFPOTrainer(GRPOTrainer):
         self._rows: dict[int, list[dict[str, Tensor]]] = defaultdict(list)
         self._batch_metrics: dict[str, float] = {}
 
-    # --- where we are: TRL's micro-step counter → (pass k, micro-step in the pass) ----
-    def _position(self) -> tuple[int, int]:
-        spg = self.args.steps_per_generation
-        within = self._step % (spg * self.num_iterations)
-        return divmod(within, spg)  # pass k in 0 … K, micro-step in 0 … spg−1
-
     def training_step(
         self, model: torch.nn.Module, inputs: Any, num_items_in_batch: Any = None
     ) -> Tensor:
@@ -192,7 +186,8 @@ class SFPOTrainer(GRPOTrainer):
         Each generation batch gets K + 1 passes: k < K are fast, k = K is slow.
         """
         K, spg = self.args.num_fast_steps, self.args.steps_per_generation
-        k, micro = self._position()
+        # TRL's micro-step counter → pass k in 0 … K, micro-step in 0 … spg − 1
+        k, micro = divmod(self._step % (spg * self.num_iterations), spg)
         if k == 0 and micro == 0:  # a new generation batch: stop rule, snapshot θ₀
             self._start_batch()
         # 1. fast (k < K): TRL's pass, unchanged; skipped while SFPO is off (α = 0)
