@@ -574,52 +574,62 @@ def smooth_curve(y: np.ndarray, window: int) -> np.ndarray:
     return (csum[i] - csum[lo]) / (i - lo)
 
 
-def _mean_band(
+def _draw_curves(
     ax: Axes,
-    name: str,
-    color: str,
-    curves: list[tuple[np.ndarray, np.ndarray]],
+    groups: list[tuple[str, str, list[tuple[Any, Any]]]],
+    x: str,
+    ylabel: str,
     *,
     band: str | None,
     target: float | None,
     smooth: int = 1,
-) -> int:
-    """Mean over seeds (interpolated onto the x values they share) and a band;
-    returns the number of seeds drawn."""
-    curves = [
-        (np.asarray(x, float), smooth_curve(np.asarray(y, float), smooth))
-        for x, y in curves
-        if len(x)
-    ]
-    if not curves:
-        return 0
-    lo, hi = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
-    grid = np.unique(np.concatenate([x for x, _ in curves]))
-    grid = grid[(grid >= lo) & (grid <= hi)]
-    if not len(grid):  # seeds share no x range: show the first one only
-        grid, curves = curves[0][0], curves[:1]
-    Y = np.stack([np.interp(grid, x, y) for x, y in curves])  # (seeds, N)
-    mean = Y.mean(0)
-    label = f"{name}  (n={len(curves)})"
-    if target is not None and (hit := np.flatnonzero(mean >= target)).size:
-        x_hit = grid[hit[0]]
-        label += f", reaches {target:g} at {x_hit:,.0f}"
-        ax.axvline(x_hit, color=color, ls=":", lw=1.3, gid=f"target:{name}")
-        ax.plot([x_hit], [mean[hit[0]]], "o", color=color, ms=6)
-    marker = "o" if len(grid) <= 30 else None  # sparse (e.g. eval steps): show points
-    style = dict(color=color, lw=2, marker=marker, ms=4, label=label)
-    ax.plot(grid, mean, gid=f"mean:{name}", **style)
-    if band is not None and len(curves) > 1:
-        if band == "minmax":
-            low, high = Y.min(0), Y.max(0)
-        elif band == "std":
-            low, high = mean - Y.std(0), mean + Y.std(0)
-        else:
-            raise ValueError(f"band={band!r} is not one of 'minmax', 'std', None.")
-        ax.fill_between(
-            grid, low, high, color=color, alpha=0.2, lw=0, gid=f"band:{name}"
-        )
-    return len(curves)
+) -> None:
+    """Per group ``(name, colour, [(x, y) of each seed])``: the mean over its seeds
+    (interpolated onto the x values they share), a band, and where the mean first
+    reaches ``target``; then the title, the axis labels and the legend."""
+    seeds = []  # seeds drawn per group with data
+    for name, color, curves in groups:
+        curves = [
+            (np.asarray(xs, float), smooth_curve(np.asarray(ys, float), smooth))
+            for xs, ys in curves
+            if len(xs)
+        ]
+        if not curves:
+            continue
+        lo, hi = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
+        grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+        grid = grid[(grid >= lo) & (grid <= hi)]
+        if not len(grid):  # seeds share no x range: show the first one only
+            grid, curves = curves[0][0], curves[:1]
+        seeds.append(len(curves))
+        Y = np.stack([np.interp(grid, xs, ys) for xs, ys in curves])  # (seeds, N)
+        mean = Y.mean(0)
+        label = f"{name}  (n={len(curves)})"
+        if target is not None and (hit := np.flatnonzero(mean >= target)).size:
+            x_hit = grid[hit[0]]
+            label += f", reaches {target:g} at {x_hit:,.0f}"
+            ax.axvline(x_hit, color=color, ls=":", lw=1.3, gid=f"target:{name}")
+            ax.plot([x_hit], [mean[hit[0]]], "o", color=color, ms=6)
+        marker = "o" if len(grid) <= 30 else None  # sparse (eval steps): show points
+        style = dict(color=color, lw=2, marker=marker, ms=4, label=label)
+        ax.plot(grid, mean, gid=f"mean:{name}", **style)
+        if band is not None and len(curves) > 1:
+            if band == "minmax":
+                low, high = Y.min(0), Y.max(0)
+            elif band == "std":
+                low, high = mean - Y.std(0), mean + Y.std(0)
+            else:
+                raise ValueError(f"band={band!r} is not one of 'minmax', 'std', None.")
+            style = dict(color=color, alpha=0.2, lw=0, gid=f"band:{name}")
+            ax.fill_between(grid, low, high, **style)
+    ax.set_title(curves_title(seeds, band), fontsize=10)
+    if target is not None:
+        ax.axhline(target, color="0.5", ls="--", lw=1, gid="target")
+    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=9)
 
 
 def curves_title(seeds: Sequence[int], band: str | None) -> str:
@@ -630,24 +640,6 @@ def curves_title(seeds: Sequence[int], band: str | None) -> str:
         return "one run (one seed) per arm: noisy, a first look"
     shade = {"minmax": "min–max", "std": "±1 std"}.get(band or "")
     return "mean over seeds (n in the legend)" + (f", shaded: {shade}" if shade else "")
-
-
-def _finish_curves(
-    ax: Axes,
-    x: str,
-    ylabel: str,
-    target: float | None,
-    band: str | None,
-    seeds: Sequence[int],
-) -> None:
-    ax.set_title(curves_title(seeds, band), fontsize=10)
-    if target is not None:
-        ax.axhline(target, color="0.5", ls="--", lw=1, gid="target")
-    ax.set_xlabel(X_LABELS.get(x, x))
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=9)
 
 
 def plot_learning_curves(
@@ -674,14 +666,12 @@ def plot_learning_curves(
         name if name in ALGO_COLORS else runs[0].config.get("algo") if runs else None
         for name, runs in groups.items()
     ]
-    seeds = []
-    for (name, runs), color in zip(groups.items(), distinct_colors(algos), strict=True):
-        curves = [tuple(map(np.asarray, run.series(key, x))) for run in runs]
-        drawn = _mean_band(
-            ax, _label(name), color, curves, band=band, target=target, smooth=smooth
-        )
-        seeds.append(drawn)
-    _finish_curves(ax, x, key, target, band, seeds)
+    colors = distinct_colors(algos)
+    curves = [
+        (_label(name), color, [run.series(key, x) for run in runs])
+        for (name, runs), color in zip(groups.items(), colors, strict=True)
+    ]
+    _draw_curves(ax, curves, x, key, band=band, target=target, smooth=smooth)
     return fig
 
 
@@ -697,19 +687,12 @@ def plot_toy_learning_curves(
     """Exact expected reward J(θ_s) of toy runs (``toy.compare_toy``) against rollouts
     (``x="rollouts"``) or outer steps (``"step"``): mean over seeds, min–max band."""
     fig, ax = _axes(ax, figsize)
-    seeds = []
-    for i, (name, toy_runs) in enumerate(runs.items()):
-        curves = [
-            (
-                _np(r.rollouts) if x == "rollouts" else np.arange(len(r.rollouts)),
-                _np(r.expected_reward),
-            )
-            for r in toy_runs
-        ]
-        seeds.append(
-            _mean_band(
-                ax, _label(name), _color(name, i), curves, band=band, target=target
-            )
-        )
-    _finish_curves(ax, x, r"exact expected reward $J(\theta_s)$", target, band, seeds)
+    curves = []
+    for i, (name, seeds) in enumerate(runs.items()):
+        pairs = [(_np(r.rollouts), _np(r.expected_reward)) for r in seeds]
+        if x == "step":  # the outer step s = 0 … S instead of rollouts
+            pairs = [(np.arange(len(xs)), ys) for xs, ys in pairs]
+        curves.append((_label(name), _color(name, i), pairs))
+    ylabel = r"exact expected reward $J(\theta_s)$"
+    _draw_curves(ax, curves, x, ylabel, band=band, target=target)
     return fig
