@@ -29,16 +29,10 @@ import torch
 from torch import Tensor
 
 from sfpo_edu.config import SFPOConfig
-from sfpo_edu.params import (
-    flatten,
-    reposition,
-    restore_,
-    snapshot,
-    trainable_params,
-)
+from sfpo_edu.params import flatten, reposition, restore_, snapshot, trainable_params
 from sfpo_edu.records import StepPath
-from sfpo_edu.sfpo import LossFn, grpo_update, sfpo_update
-from sfpo_edu.toy import ToyBandit, make_optimizer
+from sfpo_edu.sfpo import LossFn, grpo_update, make_optimizer, sfpo_update
+from sfpo_edu.toy import ToyBandit
 
 STAT_KEYS = ("loss", "kl", "clip_frac", "ratio_dev")
 
@@ -219,8 +213,8 @@ def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[st
 
     Returns flat 2-vectors ``theta_0``, ``theta_k``, ``theta_tilde``, ``theta_next``
     (SFPO's θ_{s+1}), ``grpo_next`` (one GRPO pass), ``fast`` (K+1, 2) = θ⁰ … θ_K,
-    plus ``alpha``, ``num_fast_steps``, ``lr`` and the ``batch``. With α = 0 the fast steps are
-    skipped (as in sfpo_update), so ``fast`` is just θ₀ and θ_K = θ̃ = θ₀.
+    plus ``alpha``, ``num_fast_steps``, ``lr`` and the ``batch``. With α = 0 the fast
+    steps are skipped (as in sfpo_update), so ``fast`` is just θ₀ and θ_K = θ̃ = θ₀.
     """
     if cfg.num_minibatches != 1:
         raise ValueError(
@@ -231,35 +225,21 @@ def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[st
     batch = bandit.sample_batch(
         cfg.num_prompts, cfg.group_size, generator, cfg.scale_rewards
     )
-    K, alpha = cfg.num_fast_steps, cfg.alpha
 
-    sfpo_bandit = copy.deepcopy(bandit)
-    params = trainable_params(sfpo_bandit)
+    def updated(update: Any, **kw: Any) -> list[Tensor]:
+        """The parameters of a copy of ``bandit`` after ``update`` on the batch."""
+        copied = copy.deepcopy(bandit)
+        params = trainable_params(copied)
+        optimizer, loss_fn = make_optimizer(params, cfg), copied.make_loss_fn(cfg)
+        update(params, optimizer, batch, loss_fn, max_grad_norm=cfg.max_grad_norm, **kw)
+        return params
+
     path = StepPath()
-    sfpo_update(
-        params,
-        make_optimizer(params, cfg),
-        batch,
-        sfpo_bandit.make_loss_fn(cfg),
-        num_fast_steps=K,
-        alpha=alpha,
-        max_grad_norm=cfg.max_grad_norm,
-        path=path,
-    )
-
-    grpo_bandit = copy.deepcopy(bandit)
-    grpo_params = trainable_params(grpo_bandit)
-    grpo_update(
-        grpo_params,
-        make_optimizer(grpo_params, cfg),
-        batch,
-        grpo_bandit.make_loss_fn(cfg),
-        max_grad_norm=cfg.max_grad_norm,
-    )
+    updated(sfpo_update, num_fast_steps=cfg.num_fast_steps, alpha=cfg.alpha, path=path)
     return path.points() | {
-        "grpo_next": flatten(grpo_params),
-        "alpha": alpha,
-        "num_fast_steps": K,
+        "grpo_next": flatten(updated(grpo_update)),
+        "alpha": cfg.alpha,
+        "num_fast_steps": cfg.num_fast_steps,
         "lr": cfg.lr,
         "batch": batch,
     }

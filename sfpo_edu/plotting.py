@@ -51,6 +51,7 @@ ALGO_COLORS = {
     "lookahead": "#CC79A7",
 }
 PALETTE = ["#0072B2", "#009E73", "#E69F00", "#CC79A7", "#D55E00", "#56B4E9", "#000000"]
+TILDE_COLOR = "#D55E00"  # θ̃, wherever it is marked
 X_LABELS = {
     "rollouts/total": "rollouts (completions sampled)",
     "rollouts": "rollouts (completions sampled)",
@@ -101,6 +102,11 @@ def _np(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
+def _key(label: str, **style: Any) -> Line2D:
+    """A legend entry: a line or marker drawn in ``style``, with no data."""
+    return Line2D([], [], label=label, **style)
+
+
 def _extent(
     points: Tensor, pad: float, min_half: float, square: bool = False
 ) -> tuple[float, ...]:
@@ -109,12 +115,23 @@ def _extent(
     centre, half = (lo + hi) / 2, ((hi - lo) / 2 * (1 + pad)).clamp(min=min_half)
     if square:
         half = half.max().expand(2)
-    return (
-        (centre[0] - half[0]).item(),
-        (centre[0] + half[0]).item(),
-        (centre[1] - half[1]).item(),
-        (centre[1] + half[1]).item(),
-    )
+    lo, hi = centre - half, centre + half
+    return lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item()
+
+
+def _map_axes(
+    ax: Axes | None,
+    extent: Sequence[float],
+    figsize: tuple[float, float] | None,
+    width: float,
+    extra_height: float = 0.0,
+) -> tuple[Figure, Axes]:
+    """Axes for an equal-aspect map of ``extent``: a new figure whose height fits the
+    map, a colourbar and ``extra_height`` inches (e.g. a legend below) unless given."""
+    if ax is None and figsize is None:
+        ratio = (extent[3] - extent[2]) / (extent[1] - extent[0])
+        figsize = (width, (width - 1.8) * ratio + 0.9 + extra_height)
+    return _axes(ax, figsize)
 
 
 def _reward_contours(
@@ -126,25 +143,21 @@ def _reward_contours(
     J = bandit.reward_grid(xs, ys)  # (Y, X)
     filled = ax.contourf(xs, ys, J, levels=levels, cmap="Greys", alpha=0.55)
     ax.contour(xs, ys, J, levels=filled.levels, colors="0.45", linewidths=0.4)
-    ax.figure.colorbar(
-        filled, ax=ax, shrink=0.95, label=r"exact expected reward $J(\theta)$"
-    )
+    label = r"exact expected reward $J(\theta)$"
+    ax.figure.colorbar(filled, ax=ax, shrink=0.95, label=label)
     ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal")
     ax.set_xlabel(r"$\theta[0]$")
     ax.set_ylabel(r"$\theta[1]$")
 
 
 def _arrow(ax: Axes, start: Any, end: Any, color: str, lw: float, gid: str) -> None:
-    ax.annotate(
-        "",
-        xy=tuple(_np(end)),
-        xytext=tuple(_np(start)),
-        arrowprops=dict(
-            arrowstyle="-|>", color=color, lw=lw, mutation_scale=8 + 3 * lw,
-            shrinkA=0, shrinkB=0,
-        ),
-        gid=gid,
-    )  # fmt: skip
+    style = dict(arrowstyle="-|>", color=color, lw=lw, mutation_scale=8 + 3 * lw)
+    style |= dict(shrinkA=0, shrinkB=0)  # from point to point exactly
+    ax.annotate("", tuple(_np(end)), tuple(_np(start)), arrowprops=style, gid=gid)
+
+
+_OUTLINE = [patheffects.withStroke(linewidth=3, foreground="white")]
+_POINT_LABEL = dict(textcoords="offset points", fontsize=14, va="center", zorder=6)
 
 
 def _mark(ax: Axes, points: list[tuple[str, Any, str, dict[str, Any]]]) -> None:
@@ -152,7 +165,6 @@ def _mark(ax: Axes, points: list[tuple[str, Any, str, dict[str, Any]]]) -> None:
     nearest neighbour (the axes have equal aspect, so data directions are screen ones).
     Points that coincide share one label, e.g. θ₀ = θ_K = θ̃ when α = 0."""
     xys = np.stack([_np(xy) for _, xy, _, _ in points])  # (P, 2)
-    outline = [patheffects.withStroke(linewidth=3, foreground="white")]
     for i, (gid, _, text, style) in enumerate(points):
         ax.plot(*xys[i], linestyle="none", gid=gid, zorder=5, **style)
         same = [j for j in range(len(points)) if np.array_equal(xys[j], xys[i])]
@@ -166,25 +178,8 @@ def _mark(ax: Axes, points: list[tuple[str, Any, str, dict[str, Any]]]) -> None:
         direction = away / np.hypot(*away)
         side = "left" if direction[0] > 0 else "right"
         ha = side if abs(direction[0]) >= 0.6 else "center"
-        ax.annotate(
-            text, xys[i], xytext=tuple(16 * direction), textcoords="offset points",
-            fontsize=14, ha=ha, va="center", zorder=6, path_effects=outline,
-        )  # fmt: skip
-
-
-def _map_figure(
-    ax: Axes | None,
-    extent: Sequence[float],
-    figsize: tuple[float, float] | None,
-    width: float,
-    extra_height: float = 0.0,
-) -> tuple[Figure, Axes]:
-    """A figure whose height fits an equal-aspect map of ``extent`` plus a colourbar
-    (and ``extra_height`` inches, e.g. for a legend below)."""
-    if ax is None and figsize is None:
-        ratio = (extent[3] - extent[2]) / (extent[1] - extent[0])
-        figsize = (width, (width - 1.8) * ratio + 0.9 + extra_height)
-    return _axes(ax, figsize)
+        offset = tuple(16 * direction)
+        ax.annotate(text, xys[i], offset, ha=ha, path_effects=_OUTLINE, **_POINT_LABEL)
 
 
 # --- 1. one toy step -------------------------------------------------------------------
@@ -203,44 +198,43 @@ def plot_toy_step(
     α of the chord; thick arrow: the slow step from θ̃; blue: GRPO's single step (the
     same as the first fast step: same θ₀, same batch).
     """
-    fast = trace["fast"]  # (K+1, 2)
-    t0, tk, tilde, nxt, grpo = (
-        trace[k]
-        for k in ("theta_0", "theta_k", "theta_tilde", "theta_next", "grpo_next")
-    )
+    fast, t0, tk = trace["fast"], trace["theta_0"], trace["theta_k"]  # fast: (K+1, 2)
+    tilde, nxt, grpo = trace["theta_tilde"], trace["theta_next"], trace["grpo_next"]
     if extent is None:
         points = torch.stack([*fast, tilde, nxt, grpo])  # (K+4, 2)
         extent = _extent(points, pad=0.5, min_half=0.1, square=True)
-    fig, ax = _map_figure(ax, extent, figsize, width=7.5, extra_height=0.9)
+    fig, ax = _map_axes(ax, extent, figsize, width=7.5, extra_height=0.9)
     _reward_contours(ax, bandit, extent)
-    sfpo_c, grpo_c = ALGO_COLORS["sfpo"], ALGO_COLORS["grpo"]
-    slow_c, tilde_c = "#004D3C", "#D55E00"
+    sfpo_c, grpo_c, slow_c = ALGO_COLORS["sfpo"], ALGO_COLORS["grpo"], "#004D3C"
 
     _arrow(ax, t0, grpo, grpo_c, 5, "grpo")  # underneath the first fast step
     for k in range(len(fast) - 1):
         _arrow(ax, fast[k], fast[k + 1], sfpo_c, 1.4, f"fast:{k}")
     ax.plot(*_np(torch.stack([t0, tk])).T, "--", color="0.15", lw=1.3, gid="chord")
     _arrow(ax, tilde, nxt, slow_c, 3.2, "slow")
-    _mark(ax, [
+    points = [
         ("theta_0", t0, TH0, dict(marker="o", color="k", ms=7)),
         ("theta_k", tk, THK, dict(marker="o", mfc="white", mec="k", ms=7)),
-        ("theta_tilde", tilde, THT, dict(marker="D", color=tilde_c, ms=7)),
+        ("theta_tilde", tilde, THT, dict(marker="D", color=TILDE_COLOR, ms=7)),
         ("theta_next", nxt, THN, dict(marker="*", color=slow_c, ms=13)),
-    ])  # fmt: skip
+    ]
+    _mark(ax, points)
 
     # Labels that change on every redraw are plain text: mathtext is slow to parse.
     K, alpha, G = trace["num_fast_steps"], trace["alpha"], trace["batch"].group_size
+    fast_label = (
+        f"K = {K} fast steps" if alpha > 0 else "no fast steps: α = 0 skips them"
+    )
+    tilde_label = rf"{THT} $= \theta_0 + \alpha(\theta_K - \theta_0)$"
     handles = [
-        Line2D([], [], color=sfpo_c, lw=1.4, marker=">", ms=5,
-               label=f"K = {K} fast steps" if alpha > 0 else "no fast steps: α = 0 skips them"),
-        Line2D([], [], color="0.15", ls="--", label=rf"chord {TH0}$\to${THK}"),
-        Line2D([], [], color=tilde_c, marker="D", ls="none",
-               label=rf"{THT} $= \theta_0 + \alpha(\theta_K - \theta_0)$"),
-        Line2D([], [], color=slow_c, lw=3.2, label=f"SFPO: slow step from {THT}"),
-        Line2D([], [], color=grpo_c, lw=5, label="GRPO: one step, same batch"),
-    ]  # fmt: skip
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1),
-              ncols=2, fontsize=9, frameon=False)  # fmt: skip
+        _key(fast_label, color=sfpo_c, lw=1.4, marker=">", ms=5),
+        _key(rf"chord {TH0}$\to${THK}", color="0.15", ls="--"),
+        _key(tilde_label, color=TILDE_COLOR, marker="D", ls="none"),
+        _key(f"SFPO: slow step from {THT}", color=slow_c, lw=3.2),
+        _key("GRPO: one step, same batch", color=grpo_c, lw=5),
+    ]
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    ax.legend(handles=handles, ncols=2, fontsize=9, **below)
     J = bandit.expected_reward
     ax.set_title(
         f"One update on one batch: K = {K}, α = {alpha:g}, G = {G}, η = {trace['lr']:.3g}\n"
@@ -264,7 +258,7 @@ def plot_toy_paths(
     x0, x1, y0, y1 = _extent(points, pad=0.15, min_half=1.0)
     grow = max(0.0, 0.45 * (x1 - x0) - (y1 - y0)) / 2  # show the landscape around
     extent = (x0, x1, y0 - grow, y1 + grow)
-    fig, ax = _map_figure(ax, extent, figsize, width=10)
+    fig, ax = _map_axes(ax, extent, figsize, width=10)
     _reward_contours(ax, bandit, extent, levels=np.linspace(0, 1, 11))
     for i, (name, run) in enumerate(runs.items()):
         color = _color(name, i)
@@ -273,15 +267,14 @@ def plot_toy_paths(
                 ax.plot(*_np(path).T, color=color, lw=0.9, alpha=0.6)
         xy = _np(run.thetas)  # (S+1, 2)
         final = run.expected_reward[-1].item()
+        label = f"{_label(name)}  ($J$ = {final:.2f} after {len(xy) - 1} steps)"
         ax.plot(*xy[-1], "o", color=color, ms=7, mec="k", zorder=4)  # the end
-        ax.plot(*xy.T, "-o", color=color, lw=2, ms=2.5, gid=f"path:{name}",
-                label=f"{_label(name)}  ($J$ = {final:.2f} after {len(xy) - 1} steps)")  # fmt: skip
+        ax.plot(*xy.T, "-o", color=color, lw=2, ms=2.5, gid=f"path:{name}", label=label)
     start = next(iter(runs.values())).thetas[0]
     _mark(ax, [("theta_0", start, TH0, dict(marker="o", color="k", ms=7))])
     ax.legend(loc="lower left", fontsize=9, framealpha=0.92)
-    ax.set_title(
-        r"Outer iterates $\theta_s$ from the same start; faint: fast steps", fontsize=11
-    )
+    title = r"Outer iterates $\theta_s$ from the same start; faint: fast steps"
+    ax.set_title(title, fontsize=11)
     return fig
 
 
@@ -294,27 +287,27 @@ def plot_reposition_line(
     θ̃ (t = α) and θ_K (t = 1) marked."""
     fig, axes = new_figure(figsize, 2, 2, sharex=True)
     t = _np(line["t"])
+    ratio = r"mean $|\rho - 1|$,  $\rho = \pi_\theta / \pi_{\theta_0}$"
     panels = [
         (-_np(line["loss"]), "surrogate objective $-L$  (gain)"),
         (_np(line["kl"]), r"KL($\pi_{\theta_0} \| \pi_{\theta(t)}$)  (drift)"),
         (_np(line["clip_frac"]), "clip fraction"),
-        (_np(line["ratio_dev"]), r"mean $|\rho - 1|$,  $\rho = \pi_\theta / \pi_{\theta_0}$"),
-    ]  # fmt: skip
+        (_np(line["ratio_dev"]), ratio),
+    ]
     for ax, (y, title) in zip(axes.flat, panels, strict=True):
         ax.plot(t, y, color="0.15", lw=2, gid="curve")
-        ax.axvline(alpha, color="#D55E00", lw=1.5, gid="alpha")
+        ax.axvline(alpha, color=TILDE_COLOR, lw=1.5, gid="alpha")
         ax.axvline(1.0, color="0.4", ls="--", lw=1.2, gid="theta_k")
-        ax.plot([alpha], [np.interp(alpha, t, y)], "D", color="#D55E00", ms=7)
+        ax.plot([alpha], [np.interp(alpha, t, y)], "D", color=TILDE_COLOR, ms=7)
         ax.plot([1.0], [np.interp(1.0, t, y)], "o", mfc="white", mec="k", ms=7)
         ax.set_title(title, fontsize=11)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel(r"$t$  along  $\theta(t) = \theta_0 + t(\theta_K - \theta_0)$")
     handles = [
-        Line2D([], [], color="#D55E00", marker="D", label=f"{THT}: t = {ALPHA} = {alpha:g}"),
-        Line2D([], [], color="0.4", ls="--", marker="o", mfc="white", mec="k",
-               label=f"{THK}: t = 1"),
-    ]  # fmt: skip
+        _key(f"{THT}: t = {ALPHA} = {alpha:g}", color=TILDE_COLOR, marker="D"),
+        _key(f"{THK}: t = 1", color="0.4", ls="--", marker="o", mfc="white", mec="k"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=10)
     fig.suptitle(f"Along the reposition line, on the batch sampled at {TH0}")
     return fig
@@ -332,40 +325,40 @@ def plot_plane(
     (``landscape.plane_grid``), with KL-to-θ₀ contours (dashed) and the four points
     (``Plane.coords``; an optional ``coords["fast"]`` (K+1, 2) adds the fast path)."""
     x, y = _np(grid["x"]), _np(grid["y"])
-    fig, ax = _map_figure(ax, (x[0], x[-1], y[0], y[-1]), figsize, width=7.5)
+    fig, ax = _map_axes(ax, (x[0], x[-1], y[0], y[-1]), figsize, width=7.5)
     filled = ax.contourf(x, y, -_np(grid["loss"]), levels=16, cmap="viridis")
-    fig.colorbar(
-        filled, ax=ax, shrink=0.95, label="surrogate objective $-L$ on the batch"
-    )
-    kl = ax.contour(x, y, _np(grid["kl"]), levels=5, colors="white", linewidths=0.9,
-                    linestyles="--")  # fmt: skip
+    label = "surrogate objective $-L$ on the batch"
+    fig.colorbar(filled, ax=ax, shrink=0.95, label=label)
+    kl_style = dict(levels=5, colors="white", linewidths=0.9, linestyles="--")
+    kl = ax.contour(x, y, _np(grid["kl"]), **kl_style)
     ax.clabel(kl, fontsize=8, fmt=lambda v: f"KL {v:.2g}")
     c = {k: _np(v) for k, v in coords.items()}
+    t0, tk, tilde, nxt = (
+        c[k] for k in ("theta_0", "theta_k", "theta_tilde", "theta_next")
+    )
+    handles = []
     if "fast" in c:
         ax.plot(*c["fast"].T, "-o", color="white", lw=1.2, ms=3, gid="fast")
-    ax.plot(*np.stack([c["theta_0"], c["theta_k"]]).T, "--", color="white", lw=1.3,
-            gid="chord")  # fmt: skip
-    _arrow(ax, c["theta_tilde"], c["theta_next"], "#C2185B", 3, "slow")
-    edge = dict(mec="white", mew=1.2, ms=8)
-    _mark(ax, [
-        ("theta_0", c["theta_0"], TH0, dict(marker="o", color="k", **edge)),
-        ("theta_k", c["theta_k"], THK, dict(marker="o", mfc="white", mec="k", ms=8)),
-        ("theta_tilde", c["theta_tilde"], THT, dict(marker="D", color="#D55E00", **edge)),
-        ("theta_next", c["theta_next"], THN, dict(marker="*", color="#C2185B", **edge | dict(ms=14))),
-    ])  # fmt: skip
+        handles.append(_key("fast steps", color="white", marker="o", ms=3))
+    ax.plot(*np.stack([t0, tk]).T, "--", color="white", lw=1.3, gid="chord")
+    slow_c, edge = "#C2185B", dict(mec="white", mew=1.2, ms=8)
+    _arrow(ax, tilde, nxt, slow_c, 3, "slow")
+    points = [
+        ("theta_0", t0, TH0, dict(marker="o", color="k", **edge)),
+        ("theta_k", tk, THK, dict(marker="o", mfc="white", mec="k", ms=8)),
+        ("theta_tilde", tilde, THT, dict(marker="D", color=TILDE_COLOR, **edge)),
+        ("theta_next", nxt, THN, dict(marker="*", color=slow_c, **edge | dict(ms=14))),
+    ]
+    _mark(ax, points)
     ax.set(aspect="equal", xlim=(x[0], x[-1]), ylim=(y[0], y[-1]))
     ax.set_xlabel(rf"along {THK} $-$ {TH0}")
     ax.set_ylabel(rf"orthogonal, toward {THN}")
-    handles = [
-        Line2D([], [], color="white", ls="--", label=rf"chord {TH0}$\to${THK}"),
-        Line2D([], [], color="#C2185B", lw=3, label=rf"slow step {THT}$\to${THN}"),
+    handles += [
+        _key(rf"chord {TH0}$\to${THK}", color="white", ls="--"),
+        _key(rf"slow step {THT}$\to${THN}", color=slow_c, lw=3),
     ]
-    if "fast" in c:
-        handles.insert(
-            0, Line2D([], [], color="white", marker="o", ms=3, label="fast steps")
-        )
-    ax.legend(handles=handles, loc="lower right", fontsize=9, facecolor="0.35",
-              labelcolor="white", framealpha=0.8)  # fmt: skip
+    legend = dict(facecolor="0.35", labelcolor="white", framealpha=0.8)
+    ax.legend(handles=handles, loc="lower right", fontsize=9, **legend)
     ax.set_title(f"The plane through {TH0}, {THK} and {THN}", fontsize=11)
     return fig
 
@@ -390,9 +383,17 @@ def run_label(run: Run) -> str:
 
 
 # how a setting reads in a label: K=3, η=0.0003, G=8 ...
-_FIELD_NAMES = {"num_fast_steps": "K", "lr": "η", "group_size": "G",
-                "num_prompts": "prompts", "num_steps": "steps", "lora_r": "LoRA r",
-                "max_new_tokens": "tokens", "kl_coef": "β", "stop_rule": "stop"}  # fmt: skip
+_FIELD_NAMES = {
+    "num_fast_steps": "K",
+    "lr": "η",
+    "group_size": "G",
+    "num_prompts": "prompts",
+    "num_steps": "steps",
+    "lora_r": "LoRA r",
+    "max_new_tokens": "tokens",
+    "kl_coef": "β",
+    "stop_rule": "stop",
+}
 
 
 def arm_label(config: dict[str, Any]) -> str:
@@ -443,8 +444,8 @@ def plot_drift_dashboard(
     with the step where the stop rule fired marked (dotted). A key that no run logged
     leaves its panel saying "not logged"."""
     fig, axes = new_figure(figsize, 3, 3, sharex=True)
-    # an algorithm's first run gets its usual colour, its further runs colours that no
-    # algorithm uses (as plot_learning_curves does for its groups)
+    # the colours of plot_learning_curves: an algorithm's first run gets its usual
+    # colour, its further runs colours that no algorithm uses
     colors = distinct_colors([run.config.get("algo") for run in runs])
     for ax, (keys, title) in zip(axes.flat, DASHBOARD, strict=True):
         ax.set_title(f"{title}\n{' / '.join(keys)}", fontsize=10)
@@ -461,17 +462,30 @@ def plot_drift_dashboard(
             for tau in {r.config.get("stop_threshold") for r in runs} - {None}:
                 ax.axhline(tau, color="0.3", ls="--", lw=1)
                 ax.axhline(-tau, color="0.3", ls="--", lw=1)
-                ax.annotate(r"$\pm\tau$", (1, tau), xycoords=("axes fraction", "data"),
-                            xytext=(-4, -3), textcoords="offset points", ha="right", va="top")  # fmt: skip
+                at = dict(
+                    xycoords=("axes fraction", "data"), textcoords="offset points"
+                )
+                ax.annotate(
+                    r"$\pm\tau$", (1, tau), (-4, -3), ha="right", va="top", **at
+                )
         if not drawn:
-            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center",
-                    va="center", color="0.5", fontsize=12, gid="not_logged")  # fmt: skip
+            style = dict(ha="center", va="center", color="0.5", fontsize=12)
+            ax.text(
+                0.5,
+                0.5,
+                "not logged",
+                transform=ax.transAxes,
+                gid="not_logged",
+                **style,
+            )
             ax.set_yticks([])
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("outer step s")
-    handles = [Line2D([], [], color=c, lw=2, label=run_label(r)) for r, c in zip(runs, colors, strict=True)]  # fmt: skip
-    handles.append(Line2D([], [], color="0.3", ls=":", label="stop rule fired"))
+    handles = [
+        _key(run_label(r), color=c, lw=2) for r, c in zip(runs, colors, strict=True)
+    ]
+    handles.append(_key("stop rule fired", color="0.3", ls=":"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)))
     fig.suptitle("Drift dashboard: where each SFPO step goes")
     return fig
@@ -532,18 +546,18 @@ def plot_trajectories(
             ax.plot(*np.stack([tilde, nxt]).T, color=color, lw=0.8, alpha=0.7)
             cursor += n + 2
         if traj:
-            outer.append(nxt)
-            ax.plot(*np.stack(outer).T, "-o", color=color, lw=2.2, ms=3.5,
-                    label=_label(name), gid=f"outer:{name}")  # fmt: skip
+            outer = np.stack([*outer, nxt])  # (S+1, 2)
+            style = dict(color=color, lw=2.2, ms=3.5, label=_label(name))
+            ax.plot(*outer.T, "-o", gid=f"outer:{name}", **style)
             ax.plot(*outer[0], "o", color="k", ms=7, zorder=5)
     ax.set_xlabel(f"PC 1 ({100 * share[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * share[1]:.0f}% of variance)")
     handles, _ = ax.get_legend_handles_labels()
     handles += [
-        Line2D([], [], color="k", marker="o", ls="none", label="first saved step"),
-        Line2D([], [], color="0.4", lw=0.8, alpha=0.6, label=f"fast steps {TH0}…{THK}"),
-        Line2D([], [], color="0.4", marker="D", ms=3, ls="-", lw=0.8, label=f"{THT} → {THN}"),
-    ]  # fmt: skip
+        _key("first saved step", color="k", marker="o", ls="none"),
+        _key(f"fast steps {TH0}…{THK}", color="0.4", lw=0.8, alpha=0.6),
+        _key(f"{THT} → {THN}", color="0.4", marker="D", ms=3, ls="-", lw=0.8),
+    ]
     ax.legend(handles=handles, fontsize=9)
     ax.set_title("Trainable parameters, projected on a shared PCA plane", fontsize=11)
     return fig
@@ -560,49 +574,62 @@ def smooth_curve(y: np.ndarray, window: int) -> np.ndarray:
     return (csum[i] - csum[lo]) / (i - lo)
 
 
-def _mean_band(
+def _draw_curves(
     ax: Axes,
-    name: str,
-    color: str,
-    curves: list[tuple[np.ndarray, np.ndarray]],
+    groups: list[tuple[str, str, list[tuple[Any, Any]]]],
+    x: str,
+    ylabel: str,
     *,
     band: str | None,
     target: float | None,
-    smooth: int,
-) -> int:
-    """Mean over seeds (interpolated onto the x values they share) and a band;
-    returns the number of seeds drawn."""
-    curves = [(np.asarray(x, float), smooth_curve(np.asarray(y, float), smooth))
-              for x, y in curves if len(x)]  # fmt: skip
-    if not curves:
-        return 0
-    lo, hi = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
-    grid = np.unique(np.concatenate([x for x, _ in curves]))
-    grid = grid[(grid >= lo) & (grid <= hi)]
-    if not len(grid):  # seeds share no x range: show the first one only
-        grid, curves = curves[0][0], curves[:1]
-    Y = np.stack([np.interp(grid, x, y) for x, y in curves])  # (seeds, N)
-    mean = Y.mean(0)
-    label = f"{name}  (n={len(curves)})"
-    if target is not None and (hit := np.flatnonzero(mean >= target)).size:
-        x_hit = grid[hit[0]]
-        label += f", reaches {target:g} at {x_hit:,.0f}"
-        ax.axvline(x_hit, color=color, ls=":", lw=1.3, gid=f"target:{name}")
-        ax.plot([x_hit], [mean[hit[0]]], "o", color=color, ms=6)
-    marker = "o" if len(grid) <= 30 else None  # sparse (e.g. eval steps): show points
-    ax.plot(grid, mean, color=color, lw=2, marker=marker, ms=4, label=label,
-            gid=f"mean:{name}")  # fmt: skip
-    if band is not None and len(curves) > 1:
-        if band == "minmax":
-            low, high = Y.min(0), Y.max(0)
-        elif band == "std":
-            low, high = mean - Y.std(0), mean + Y.std(0)
-        else:
-            raise ValueError(f"band={band!r} is not one of 'minmax', 'std', None.")
-        ax.fill_between(
-            grid, low, high, color=color, alpha=0.2, lw=0, gid=f"band:{name}"
-        )
-    return len(curves)
+    smooth: int = 1,
+) -> None:
+    """Per group ``(name, colour, [(x, y) of each seed])``: the mean over its seeds
+    (interpolated onto the x values they share), a band, and where the mean first
+    reaches ``target``; then the title, the axis labels and the legend."""
+    seeds = []  # seeds drawn per group with data
+    for name, color, curves in groups:
+        curves = [
+            (np.asarray(xs, float), smooth_curve(np.asarray(ys, float), smooth))
+            for xs, ys in curves
+            if len(xs)
+        ]
+        if not curves:
+            continue
+        lo, hi = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
+        grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+        grid = grid[(grid >= lo) & (grid <= hi)]
+        if not len(grid):  # seeds share no x range: show the first one only
+            grid, curves = curves[0][0], curves[:1]
+        seeds.append(len(curves))
+        Y = np.stack([np.interp(grid, xs, ys) for xs, ys in curves])  # (seeds, N)
+        mean = Y.mean(0)
+        label = f"{name}  (n={len(curves)})"
+        if target is not None and (hit := np.flatnonzero(mean >= target)).size:
+            x_hit = grid[hit[0]]
+            label += f", reaches {target:g} at {x_hit:,.0f}"
+            ax.axvline(x_hit, color=color, ls=":", lw=1.3, gid=f"target:{name}")
+            ax.plot([x_hit], [mean[hit[0]]], "o", color=color, ms=6)
+        marker = "o" if len(grid) <= 30 else None  # sparse (eval steps): show points
+        style = dict(color=color, lw=2, marker=marker, ms=4, label=label)
+        ax.plot(grid, mean, gid=f"mean:{name}", **style)
+        if band is not None and len(curves) > 1:
+            if band == "minmax":
+                low, high = Y.min(0), Y.max(0)
+            elif band == "std":
+                low, high = mean - Y.std(0), mean + Y.std(0)
+            else:
+                raise ValueError(f"band={band!r} is not one of 'minmax', 'std', None.")
+            style = dict(color=color, alpha=0.2, lw=0, gid=f"band:{name}")
+            ax.fill_between(grid, low, high, **style)
+    ax.set_title(curves_title(seeds, band), fontsize=10)
+    if target is not None:
+        ax.axhline(target, color="0.5", ls="--", lw=1, gid="target")
+    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=9)
 
 
 def curves_title(seeds: Sequence[int], band: str | None) -> str:
@@ -613,24 +640,6 @@ def curves_title(seeds: Sequence[int], band: str | None) -> str:
         return "one run (one seed) per arm: noisy, a first look"
     shade = {"minmax": "min–max", "std": "±1 std"}.get(band or "")
     return "mean over seeds (n in the legend)" + (f", shaded: {shade}" if shade else "")
-
-
-def _finish_curves(
-    ax: Axes,
-    x: str,
-    ylabel: str,
-    target: float | None,
-    band: str | None,
-    seeds: Sequence[int],
-) -> None:
-    ax.set_title(curves_title(seeds, band), fontsize=10)
-    if target is not None:
-        ax.axhline(target, color="0.5", ls="--", lw=1, gid="target")
-    ax.set_xlabel(X_LABELS.get(x, x))
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=9)
 
 
 def plot_learning_curves(
@@ -653,15 +662,16 @@ def plot_learning_curves(
     (``label_arms`` makes them from recorded runs); no two groups share a colour: the
     first group of each algorithm has its colour, the others colours of their own."""
     fig, ax = _axes(ax, figsize)
-    algos = [name if name in ALGO_COLORS else runs[0].config.get("algo")
-             if runs else None for name, runs in groups.items()]  # fmt: skip
+    algos = [
+        name if name in ALGO_COLORS else runs[0].config.get("algo") if runs else None
+        for name, runs in groups.items()
+    ]
     colors = distinct_colors(algos)
-    seeds = []
-    for (name, runs), color in zip(groups.items(), colors, strict=True):
-        curves = [tuple(map(np.asarray, run.series(key, x))) for run in runs]
-        seeds.append(_mean_band(ax, _label(name), color, curves, band=band,
-                                target=target, smooth=smooth))  # fmt: skip
-    _finish_curves(ax, x, key, target, band, seeds)
+    curves = [
+        (_label(name), color, [run.series(key, x) for run in runs])
+        for (name, runs), color in zip(groups.items(), colors, strict=True)
+    ]
+    _draw_curves(ax, curves, x, key, band=band, target=target, smooth=smooth)
     return fig
 
 
@@ -677,15 +687,12 @@ def plot_toy_learning_curves(
     """Exact expected reward J(θ_s) of toy runs (``toy.compare_toy``) against rollouts
     (``x="rollouts"``) or outer steps (``"step"``): mean over seeds, min–max band."""
     fig, ax = _axes(ax, figsize)
-    counts = []
+    curves = []
     for i, (name, seeds) in enumerate(runs.items()):
-        curves = [
-            (_np(r.rollouts) if x == "rollouts" else np.arange(len(r.rollouts)),
-             _np(r.expected_reward))
-            for r in seeds
-        ]  # fmt: skip
-        counts.append(_mean_band(ax, _label(name), _color(name, i), curves,
-                                 band=band, target=target, smooth=1))  # fmt: skip
+        pairs = [(_np(r.rollouts), _np(r.expected_reward)) for r in seeds]
+        if x == "step":  # the outer step s = 0 … S instead of rollouts
+            pairs = [(np.arange(len(xs)), ys) for xs, ys in pairs]
+        curves.append((_label(name), _color(name, i), pairs))
     ylabel = r"exact expected reward $J(\theta_s)$"
-    _finish_curves(ax, x, ylabel, target, band, counts)
+    _draw_curves(ax, curves, x, ylabel, band=band, target=target)
     return fig

@@ -17,31 +17,25 @@ Three steps, each usable on its own:
    ``"reference"`` follows the SFPO reference code: 1 correct, 0.1 for an answer
    that can be extracted but is wrong, 0 when there is none.
 
-Model output is untrusted text. Nothing here calls ``eval``/``exec`` or sympifies a
-raw string; the only parser that sees it is ``math_verify``'s. Every step is
-bounded: only the last ``MAX_TEXT_CHARS`` characters of a completion are read,
-``\\boxed{}`` contents are cut off at ``MAX_ANSWER_CHARS`` characters and
-``MAX_BRACE_DEPTH`` levels of nesting, and an answer longer than
-``MAX_ANSWER_CHARS`` is never correct.
+Model output is untrusted text: nothing here calls ``eval``/``exec`` or sympifies a
+raw string, and every step is bounded: only the last ``MAX_TEXT_CHARS`` characters
+are read, ``\\boxed{}`` contents stop at ``MAX_ANSWER_CHARS`` characters and
+``MAX_BRACE_DEPTH`` levels, and a longer answer is never correct.
 
 The time limit. ``math_verify`` can hang on a short string (``\\boxed{9^{9^{9}}}``
-makes sympy build a number with 370 million digits). Its own timeouts use
-``signal.alarm``: whole seconds only, main thread only (from any other thread it
-raises), and a signal cannot stop a long call inside C. So ``math_verify`` runs in
-one helper process (``python -c``, started on first use, about 0.5 s, shared by all
-threads behind a lock) with its own timeouts switched off. The caller waits at most
-``timeout_s`` for the reply; past that the helper is killed (this stops anything,
-C code and runaway memory included), the answer counts as wrong, and the next call
-starts a fresh helper. The wait for a helper to start is not counted in
-``timeout_s``, but it is counted in the batch budget: ``score_completions`` gives
-the helper at most ``BATCH_TIME_BUDGET_S`` seconds per batch, starts and restarts
-included, and counts the answers still unchecked after that as wrong (with a
-warning). Plain-number answers, the common case for arithmetic and GSM8K, never
-reach the helper.
+makes sympy build a number with 370 million digits), and its own ``signal.alarm``
+timeouts work only in whole seconds, in the main thread, and not inside C code. So it
+runs in one helper process (started on first use, shared by all threads behind a
+lock) with its own timeouts off. A reply that takes longer than ``timeout_s`` gets
+the helper killed (this stops anything, C code and runaway memory included), the
+answer counts as wrong and the next call starts a fresh helper. ``score_completions``
+gives the helper at most ``BATCH_TIME_BUDGET_S`` seconds per batch, (re)starts
+included, and counts what is still unchecked then as wrong. Plain-number answers, the
+common case for arithmetic and GSM8K, never reach the helper.
 
 Departure from the SFPO reference code: it rewards only a ``\\boxed{}`` answer; here
 ``#### n`` and a bare last number count too, because SmolLM2-135M almost never
-boxes its answer (asking it to drops its starting accuracy to about 0).
+boxes its answer.
 """
 
 import atexit
@@ -71,12 +65,10 @@ _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 
 def extract_answer(text: str) -> str | None:
-    """Return the answer a completion gives, or None if it gives none.
-
-    Order: the contents of the last ``\\boxed{...}``, else the number after the last
-    ``####``, else the last number in the text (thousands commas removed:
-    ``"1,234"`` gives ``"1234"``). Only the last ``MAX_TEXT_CHARS`` characters are
-    read: answers come at the end, and this keeps hostile input cheap.
+    """The answer a completion gives, or None: the contents of the last
+    ``\\boxed{...}``, else the number after the last ``####``, else the last number
+    (thousands commas removed: ``"1,234"`` gives ``"1234"``). Only the last
+    ``MAX_TEXT_CHARS`` characters are read: answers come at the end.
     """
     tail = text[-MAX_TEXT_CHARS:]
     boxed = _last_boxed(tail)
@@ -116,11 +108,9 @@ def is_correct(
     """True if the predicted answer equals the gold answer.
 
     Two plain numbers (``"12"``, ``"-3.50"``, ``"1,234"``) are compared exactly as
-    decimals. Anything else is checked by ``math_verify`` in a helper process that
-    is killed after ``timeout_s`` seconds (then the answer counts as wrong); see the
-    module docstring. Empty answers and answers longer than ``MAX_ANSWER_CHARS`` are
-    never correct. ``deadline`` (a ``time.monotonic()`` value) also ends the wait:
-    past it, an answer that needs ``math_verify`` counts as wrong unchecked.
+    decimals; anything else goes to the ``math_verify`` helper, and counts as wrong
+    if it takes longer than ``timeout_s`` or runs past ``deadline`` (a
+    ``time.monotonic()`` value). Empty or over-long answers are never correct.
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}.")
@@ -155,13 +145,12 @@ def score_completions(
     scheme: str = "binary",
     time_budget_s: float = BATCH_TIME_BUDGET_S,
 ) -> tuple[list[float], dict[str, float]]:
-    """Rewards for a batch, plus ``reward/accuracy`` and ``reward/format`` metrics.
+    """Rewards for a batch, plus ``reward/accuracy`` (the fraction correct) and
+    ``reward/format`` (the fraction with an extractable answer), 0.0 when empty.
 
     ``answers[i]`` is the gold answer for ``completions[i]`` (repeat each prompt's
-    answer G times for a group). ``reward/accuracy`` is the fraction correct,
-    ``reward/format`` the fraction with an extractable answer (0.0 for an empty
-    batch). ``math_verify`` gets ``time_budget_s`` seconds for the whole batch,
-    helper (re)starts included; answers left unchecked after that count as wrong.
+    answer G times for a group). ``math_verify`` gets ``time_budget_s`` seconds for
+    the whole batch; answers left unchecked after that count as wrong.
     """
     _check_scheme(scheme)
     if len(completions) != len(answers):

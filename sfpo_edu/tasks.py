@@ -9,19 +9,19 @@ The trainer needs one call::
 ``task`` is one of:
 
 - ``"arithmetic"``: the default, a + b with a, b in 1..20, generated in code, offline.
-  SmolLM2-135M-Instruct starts at about 25% reward on it at temperature 0.7, so
-  GRPO has signal from the first step.
+  A small instruct model gets some of these right from the start, so GRPO has signal
+  from the first step.
 - ``"arithmetic-hard"``: + and - on numbers in 1..50, two operations
   (``"What is 31 - 7 + 44? ..."``).
-- ``"arithmetic-mix"``: every other problem is a + b with a, b in 1..20, the rest
-  a + b or a − b with a, b in 1..50. SmolLM2-135M-Instruct starts near 23% greedy
-  held-out accuracy (33% and 12% on the halves), and the harder half keeps a run
-  from saturating within 20-30 steps: the regime map's task.
+- ``"arithmetic-mix"``: every other problem is an ``"arithmetic"`` one, the rest
+  a + b or a − b with a, b in 1..50; the harder half keeps a run from saturating
+  early (the regime map's task).
 - a path ending in ``.jsonl``: one ``{"prompt": ..., "answer": ...}`` object a line.
 - ``"gsm8k"``: grade-school word problems from the Hugging Face hub (online only;
   offline, use ``load_gsm8k(path=...)`` on a local copy).
 - ``"reasoning_gym:<name>"``: any generator of the optional ``reasoning-gym`` package,
-  e.g. ``"reasoning_gym:chain_sum"``.
+  e.g. ``"reasoning_gym:chain_sum"``; good choices with numeric answers, which
+  ``rewards`` can check: ``basic_arithmetic``, ``chain_sum``, ``gsm_symbolic``.
 
 Splits. ``split="train"`` and ``split="heldout"`` never share a problem. For
 arithmetic, each expression's split is fixed by a hash of its text, so
@@ -74,19 +74,14 @@ def arithmetic_problems(
     ops: tuple[str, ...] = ("+",),
     num_steps: int = 1,
 ) -> list[Problem]:
-    """``n`` seeded arithmetic problems such as ``"What is 3 + 4 - 2? ..."``.
+    """``n`` seeded problems such as ``"What is 3 + 4 - 2? ..."``: ``num_steps``
+    operations from ``ops`` (a subset of ``OPS``) on integers in ``[min_operand,
+    max_operand]``, answered with the usual precedence (``*`` before ``+`` and ``-``).
 
-    Each expression has ``num_steps`` operations drawn from ``ops`` (a subset of
-    ``"+", "-", "*"``) on ``num_steps + 1`` integers in
-    ``[min_operand, max_operand]``; the answer follows the usual precedence
-    (``*`` before ``+`` and ``-``) and is always an integer.
-
-    An expression belongs to ``"heldout"`` if a SHA-256 hash of its text falls in
-    the first ``HELDOUT_PERCENT`` percent, else to ``"train"``. Small spaces (up to
-    ``_ENUMERATE_LIMIT`` expressions, e.g. the 400 of the default) are listed in
-    full and dealt out in shuffled passes, so nothing repeats until every
-    expression of the split has been used. Larger spaces are sampled at random,
-    where repeats are rare. Raises ``ValueError`` for bad knobs or an empty split.
+    An expression is ``"heldout"`` if a SHA-256 hash of its text falls in the first
+    ``HELDOUT_PERCENT`` percent, else ``"train"``. Spaces of up to ``_ENUMERATE_LIMIT``
+    expressions (the default has 400) are listed in full and dealt out in shuffled
+    passes, so nothing repeats until the split is used up; larger spaces are sampled.
     """
     _check_arithmetic_knobs(n, split, min_operand, max_operand, ops, num_steps)
     rng = random.Random(seed)
@@ -131,17 +126,15 @@ def _check_arithmetic_knobs(
     ops: tuple[str, ...],
     num_steps: int,
 ) -> None:
+    _check_split(split)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
-    _check_split(split)
     if min_operand > max_operand:
         raise ValueError(
             f"min_operand ({min_operand}) must be <= max_operand ({max_operand})."
         )
     if not ops or any(op not in OPS for op in ops):
-        raise ValueError(
-            f"ops must be a non-empty tuple drawn from {OPS}, got {ops!r}."
-        )
+        raise ValueError(f"ops must be a non-empty tuple drawn from {OPS}, got {ops}.")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
 
@@ -256,13 +249,13 @@ def load_gsm8k(
     Rows have GSM8K's schema: ``question``, and ``answer`` holding the worked
     solution that ends with ``#### <number>``. ``Problem.answer`` keeps just the
     number (commas removed); the prompt is the question plus ``GSM8K_INSTRUCTION``.
-    ``split`` ("train" or "test") picks the hub split and is ignored with
-    ``path=``. ``n`` keeps the first ``n`` rows. Raises ``ConnectionError`` when the
-    hub cannot provide it.
+    ``split`` ("train" or "test") picks the hub split; a local file is read by
+    ``load_jsonl``. ``n`` keeps the first ``n`` rows. Raises ``ConnectionError``
+    when the hub cannot provide it.
     """
-    import datasets  # here, not at the top: only this loader needs it
-
     if path is None:
+        import datasets  # here, not at the top: only the hub needs it
+
         try:
             rows = datasets.load_dataset("openai/gsm8k", "main", split=split)
         except Exception as e:
@@ -272,56 +265,24 @@ def load_gsm8k(
                 "to a local JSONL file with 'question' and 'answer' fields, or use "
                 "the offline default task 'arithmetic'."
             ) from e
-        source = f"gsm8k/{split}"
+        source = where = f"gsm8k/{split}"
+        pairs = [(row["question"], row["answer"]) for row in rows]
     else:
-        try:
-            rows = datasets.load_dataset("json", data_files=str(path), split="train")
-        except Exception as e:
-            raise ValueError(
-                f"{path}: could not read it as JSONL ({type(e).__name__}: {e}); "
-                "write one JSON object a line with 'question' and 'answer'."
-            ) from e
-        source = Path(path).name
-    if n is not None:
-        rows = rows.select(range(min(n, len(rows))))
+        source, where = Path(path).name, str(path)
+        rows = load_jsonl(path, prompt_key="question", answer_key="answer")
+        pairs = [(row.prompt, row.answer) for row in rows]
     problems = []
-    for row_number, row in enumerate(rows, start=1):
-        question, solution = row.get("question"), row.get("answer")
-        if not isinstance(question, str) or not isinstance(solution, str):
-            raise ValueError(
-                f"{path or source}, row {row_number}: needs string fields 'question' "
-                f"and 'answer', got keys {sorted(row)}."
-            )
+    for row_number, (question, solution) in enumerate(pairs[:n], start=1):
         answer = solution.rsplit("####", 1)[-1].strip().replace(",", "")
         if "####" not in solution or not answer:
             raise ValueError(
-                f"{path or source}, row {row_number}: 'answer' must end with "
+                f"{where}, row {row_number}: 'answer' must end with "
                 "'#### <number>', as in GSM8K."
             )
         problems.append(
             Problem(f"{question.strip()}\n{GSM8K_INSTRUCTION}", answer, source)
         )
     return problems
-
-
-def reasoning_gym_problems(name: str, n: int, *, seed: int = 0) -> list[Problem]:
-    """``n`` problems from the ``reasoning-gym`` generator ``name`` (optional package).
-
-    Good offline choices whose answers are numbers, which ``rewards`` can check:
-    ``basic_arithmetic``, ``chain_sum``, ``gsm_symbolic``.
-    """
-    try:
-        import reasoning_gym
-    except ImportError as e:
-        raise ImportError(
-            f"task 'reasoning_gym:{name}' needs the optional reasoning-gym package: "
-            "pip install reasoning-gym"
-        ) from e
-    dataset = reasoning_gym.create_dataset(name, size=n, seed=seed)
-    return [
-        Problem(entry["question"], str(entry["answer"]), f"reasoning_gym:{name}")
-        for entry in dataset
-    ]
 
 
 def load_task(
@@ -347,14 +308,19 @@ def load_task(
         gsm8k_split = "test" if split == "heldout" else "train"
         return _deal(load_gsm8k(gsm8k_split), n, random.Random(seed))
     if task.startswith("reasoning_gym:"):
-        name = task.removeprefix("reasoning_gym:")
+        try:
+            import reasoning_gym
+        except ImportError as e:
+            raise ImportError(
+                f"task {task!r} needs the optional reasoning-gym package: "
+                "pip install reasoning-gym"
+            ) from e
         # No splits in reasoning-gym: a far-away seed gives a different sample.
-        return reasoning_gym_problems(
-            name, n, seed=seed if split == "train" else seed + 1_000_003
-        )
+        seed = seed if split == "train" else seed + 1_000_003
+        dataset = reasoning_gym.create_dataset(task.split(":", 1)[1], size=n, seed=seed)
+        return [Problem(row["question"], str(row["answer"]), task) for row in dataset]
     raise ValueError(
         f"unknown task {task!r}; use 'arithmetic', 'arithmetic-hard', "
-        "'arithmetic-mix', a path ending "
-        "in '.jsonl', 'gsm8k', or 'reasoning_gym:<name>' (e.g. "
-        "'reasoning_gym:chain_sum')."
+        "'arithmetic-mix', a path ending in '.jsonl', 'gsm8k', or "
+        "'reasoning_gym:<name>' (e.g. 'reasoning_gym:chain_sum')."
     )

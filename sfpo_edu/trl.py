@@ -1,8 +1,8 @@
 """SFPO inside TRL's ``GRPOTrainer``: the same update rule, TRL's distributed plumbing.
 
-Use this to scale SFPO past one device: TRL generates, scores and batches; accelerate
-(DDP), DeepSpeed or FSDP spread the work; this module adds reposition-before-update.
-Needs the optional extra (``pip install "sfpo_edu[trl]"``, tested with TRL 1.16.x).
+TRL generates, scores and batches; accelerate (DDP), DeepSpeed ZeRO-1/2 or FSDP
+spread the work; this module adds reposition-before-update. Needs the optional extra
+(``pip install "sfpo_edu[trl]"``, TRL 1.16.x).
 
     from sfpo_edu.trl import SFPOGRPOConfig, SFPOTrainer
 
@@ -11,9 +11,9 @@ Needs the optional extra (``pip install "sfpo_edu[trl]"``, tested with TRL 1.16.
                           train_dataset=dataset, processing_class=tokenizer)
     trainer.train()     # `python train.py` or `accelerate launch train.py`
 
-How it maps onto TRL. With μ = ``num_iterations`` > 1, TRL generates one batch,
-computes ``old_per_token_logps`` once at the sampling policy θ₀, and runs μ passes over
-it, each ``steps_per_generation`` micro-steps. ``SFPOGRPOConfig`` sets μ = K + 1 and
+With μ = ``num_iterations`` > 1, TRL generates one batch, computes
+``old_per_token_logps`` once at the sampling policy θ₀ and runs μ passes over it, each
+``steps_per_generation`` micro-steps. ``SFPOGRPOConfig`` sets μ = K + 1 and
 ``SFPOTrainer.training_step`` acts at two pass boundaries of every generation batch:
 
     micro-step 0 of pass 0:  stop rule (sfpo.start_outer_step); snapshot θ₀ (fp32)
@@ -21,28 +21,23 @@ it, each ``steps_per_generation`` micro-steps. ``SFPOGRPOConfig`` sets μ = K + 
     micro-step 0 of pass K:  reposition in place             θ̃ = θ₀ + α(θ_K − θ₀)
     pass K:                  slow, from θ̃                   θ_{s+1} = θ̃ − η∇L(θ̃)
 
-With α = 1 this is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``. Metrics
-(``fast/…``, ``slow/…``, ``sfpo/…``) join TRL's log once per generation batch; the book
-page :doc:`scale_out` lists them and how each distributed backend is handled: the
-reposition is elementwise, so each rank repositions the part of θ it holds (replicas
-under DDP, shards under FSDP, DeepSpeed ZeRO-1/2's fp32 master partition); ZeRO-3 is
-refused.
+With α = 1 this is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``. The book
+page :doc:`scale_out` lists the metrics (``fast/…``, ``slow/…``, ``sfpo/…``, once per
+generation batch) and how each distributed backend is handled (ZeRO-3 is refused).
 
 Where this departs from ``sfpo_edu.sfpo.sfpo_update`` (and from the paper):
 1. A pass is TRL's: ``steps_per_generation`` micro-batches of a shuffled batch,
-   grouped into optimizer steps by gradient accumulation. A pass must be a whole
-   number of optimizer steps so that θ_K exists between two steps.
-2. The loss is TRL's ``loss_type``. The default, ``dapo``, divides a micro-batch's
-   token sum by the generation batch's mean token count per optimizer step; with one
-   optimizer step per pass that is ``loss_agg="token_mean"`` over the batch.
+   grouped into optimizer steps by gradient accumulation; it must be a whole number
+   of optimizer steps so that θ_K exists between two steps.
+2. The loss is TRL's ``loss_type``; the default, ``dapo``, is ``loss_agg="token_mean"``
+   over the batch when a pass is one optimizer step.
 3. TRL steps its learning-rate scheduler once per optimizer step, not once per
    generation batch; use ``lr_scheduler_type="constant"`` to match ``sfpo_edu``.
-4. Stop rule: once it fires (and whenever α = 0) SFPO becomes one-pass GRPO. TRL's
-   schedule of K + 1 pass slots is fixed, so the K fast slots are kept but skipped:
-   no forward, no backward, no gradients, so AdamW moves neither the weights nor its
-   moments. Skipped slots still count as optimizer steps for TRL (``global_step``,
-   the LR scheduler) and log loss 0. fp16 with a gradient scaler cannot step without
-   gradients, so it is refused unless ``stop_rule="never"`` and α > 0.
+4. Once the stop rule fires (and whenever α = 0) SFPO becomes one-pass GRPO: TRL's K
+   fast slots are kept but skipped (no forward, backward or gradients, so AdamW
+   moves neither weights nor moments; TRL still counts them as steps, logging loss
+   0). fp16's gradient scaler cannot step without gradients, so fp16 is refused
+   unless ``stop_rule="never"`` and α > 0.
 5. The stop rule reads TRL's ``entropy`` (averaged over ranks) of the slow pass;
    rank 0's decision is broadcast so every rank switches together.
 6. Not logged (they would need more parameter copies): ``sfpo/slow_step_norm``,
@@ -92,6 +87,8 @@ except ImportError as err:
 check_trl_version(trl.__version__)
 
 STATE_FILE = "sfpo_state.json"
+# what TRL logs per micro-step → the name a pass's metric gets (fast/…, slow/…)
+PASS_KEYS = {"entropy": "entropy", "clip_ratio/region_mean": "clip_frac"}
 _FIELD_DOCS = field_docs()
 
 
@@ -120,14 +117,8 @@ class SFPOGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
-        SFPOConfig(  # validates the SFPO fields with sfpo_edu's messages
-            num_fast_steps=self.num_fast_steps,
-            alpha=self.alpha,
-            stop_rule=self.stop_rule,
-            stop_window=self.stop_window,
-            stop_threshold=self.stop_threshold,
-            stop_step=self.stop_step,
-        )
+        # the SFPO fields declared above, checked with sfpo_edu's rules and messages
+        SFPOConfig(**{f: getattr(self, f) for f in SFPOGRPOConfig.__annotations__})
         if self.num_iterations not in (1, self.num_fast_steps + 1):
             raise ValueError(
                 f"num_iterations={self.num_iterations} is invalid: SFPO runs "
@@ -183,14 +174,9 @@ class SFPOTrainer(GRPOTrainer):
         self._alpha = cfg.alpha  # α of the current batch (0 once stopped)
         self._params: list[Tensor] | None = None
         self._theta_0: Snapshot | None = None
+        self._masters = False  # DeepSpeed's fp32 master weights are what it steps
         self._rows: dict[int, list[dict[str, Tensor]]] = defaultdict(list)
         self._batch_metrics: dict[str, float] = {}
-
-    # --- where we are: TRL's micro-step counter → (pass k, micro-step in the pass) ----
-    def _position(self) -> tuple[int, int]:
-        spg = self.args.steps_per_generation
-        within = self._step % (spg * self.num_iterations)
-        return divmod(within, spg)  # pass k in 0 … K, micro-step in 0 … spg−1
 
     def training_step(
         self, model: torch.nn.Module, inputs: Any, num_items_in_batch: Any = None
@@ -200,7 +186,8 @@ class SFPOTrainer(GRPOTrainer):
         Each generation batch gets K + 1 passes: k < K are fast, k = K is slow.
         """
         K, spg = self.args.num_fast_steps, self.args.steps_per_generation
-        k, micro = self._position()
+        # TRL's micro-step counter → pass k in 0 … K, micro-step in 0 … spg − 1
+        k, micro = divmod(self._step % (spg * self.num_iterations), spg)
         if k == 0 and micro == 0:  # a new generation batch: stop rule, snapshot θ₀
             self._start_batch()
         # 1. fast (k < K): TRL's pass, unchanged; skipped while SFPO is off (α = 0)
@@ -245,24 +232,20 @@ class SFPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _reposition(self) -> None:
-        """θ_K → θ̃ = θ₀ + α(θ_K − θ₀), in place, on the tensors the optimizer steps."""
-        theta_0, alpha = self._theta_0, self._alpha
-        if self._deepspeed_fp32():
+        """θ_K → θ̃ = θ₀ + α(θ_K − θ₀), in place, on the tensors the optimizer steps:
+        DeepSpeed's fp32 master weights where it keeps them, else the parameters
+        (shards under FSDP)."""
+        theta_0, sharded = self._theta_0, self.is_fsdp_enabled
+        theta = self._read_fp32() if self._masters else self._trainable()  # θ_K
+        drift = sharded_distance(theta, theta_0, sharded)
+        interpolate_(theta, theta_0, self._alpha)  # now θ̃
+        moved = sharded_distance(theta, theta_0, sharded)
+        if self._masters:
             from deepspeed.utils import safe_set_full_fp32_param
 
-            theta_k = self._read_fp32()  # full fp32 master values
-            drift = _norm(theta_k, theta_0)
-            interpolate_(theta_k, theta_0, alpha)  # now θ̃
-            for p, value in zip(self._trainable(), theta_k, strict=True):
+            for p, value in zip(self._trainable(), theta, strict=True):
                 safe_set_full_fp32_param(p, value)  # this rank's master partition
                 p.data.copy_(value)  # the replicated 16-bit weights
-            moved = _norm(theta_k, theta_0)
-        else:
-            params = self._trainable()
-            sharded = self.is_fsdp_enabled
-            drift = sharded_distance(params, theta_0, sharded)
-            interpolate_(params, theta_0, alpha)
-            moved = sharded_distance(params, theta_0, sharded)
         self._batch_metrics["sfpo/drift_norm"] = drift
         self._batch_metrics["sfpo/reposition_norm"] = moved
         self._theta_0 = None  # free it: nothing reads θ₀ after the reposition
@@ -299,10 +282,7 @@ class SFPOTrainer(GRPOTrainer):
         if k < self.args.num_fast_steps - 1:
             return  # only the last fast pass and the slow pass are logged
         row = {"loss": loss.detach()}
-        for key, name in [
-            ("entropy", "entropy"),
-            ("clip_ratio/region_mean", "clip_frac"),
-        ]:
+        for key, name in PASS_KEYS.items():
             values = self._metrics["train"].get(key)
             if values:
                 row[name] = torch.tensor(values[-1])  # appended by this micro-step
@@ -315,20 +295,21 @@ class SFPOTrainer(GRPOTrainer):
             self._params = trainable_params(self.model)
         return self._params
 
-    def _deepspeed_fp32(self) -> bool:
-        """True when DeepSpeed's optimizer keeps its own fp32 master weights."""
-        if not self.is_deepspeed_enabled:
-            return False
-        return hasattr(self._trainable()[0], "_hp_mapping")  # ZeRO-1/2, bf16 optim
-
     @torch.no_grad()
     def _read_fp32(self) -> Snapshot:
-        """fp32 copies of the values the optimizer steps (θ₀, or θ_K under DeepSpeed)."""
-        if self._deepspeed_fp32():
+        """fp32 copies of the values the optimizer steps (θ₀, or θ_K under DeepSpeed).
+
+        DeepSpeed keeps fp32 master weights under ZeRO-1/2 and its bf16 optimizer;
+        its ``safe_get_full_fp32_param`` returns None where it keeps none."""
+        params = self._trainable()
+        if self.is_deepspeed_enabled:
             from deepspeed.utils import safe_get_full_fp32_param
 
-            return [safe_get_full_fp32_param(p).float() for p in self._trainable()]
-        return snapshot(self._trainable())
+            masters = [safe_get_full_fp32_param(p) for p in params]
+            self._masters = masters[0] is not None
+            if self._masters:
+                return [m.float() for m in masters]
+        return snapshot(params)
 
     # --- checkpoints: the stop rule and s survive a resume ---------------------------
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
@@ -373,8 +354,3 @@ def sharded_distance(
 def _local(t: Tensor) -> Tensor:
     """This rank's part of a (possibly FSDP2 DTensor) tensor."""
     return t.to_local() if isinstance(t, DTensor) else t
-
-
-def _norm(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
-    """‖a − b‖ of two full (unsharded) lists of tensors."""
-    return float(sum((x - y).pow(2).sum() for x, y in zip(a, b, strict=True))) ** 0.5

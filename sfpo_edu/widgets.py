@@ -68,6 +68,11 @@ class Explorer(widgets.VBox):
             display(self.shown)
 
 
+def _alpha_slider(alpha: float) -> widgets.FloatSlider:
+    """α from 0 (θ̃ = θ₀) to 1 (θ̃ = θ_K) in steps of 0.05."""
+    return widgets.FloatSlider(alpha, min=0, max=1, step=0.05, description="α")
+
+
 def toy_explorer(
     bandit: ToyBandit | None = None, cfg: SFPOConfig | None = None
 ) -> Explorer:
@@ -75,26 +80,25 @@ def toy_explorer(
     (``plotting.plot_toy_step``); "new batch" samples another batch at the same θ₀."""
     bandit = ToyBandit() if bandit is None else bandit
     cfg = toy_config() if cfg is None else cfg
-    style = {"description_width": "initial"}
+    wide = {"style": {"description_width": "initial"}}  # long descriptions show whole
     controls = {
         "K": widgets.IntSlider(cfg.num_fast_steps, min=1, max=8, description="K"),
-        "alpha": widgets.FloatSlider(cfg.alpha, min=0, max=1, step=0.05, description="α"),
-        "lr": widgets.FloatLogSlider(cfg.lr, base=10, min=-2, max=0.5, step=0.05,
-                                     description="lr η", style=style),
+        "alpha": _alpha_slider(cfg.alpha),
+        "lr": widgets.FloatLogSlider(
+            cfg.lr, base=10, min=-2, max=0.5, step=0.05, description="lr η", **wide
+        ),
         "G": widgets.IntSlider(cfg.group_size, min=2, max=32, description="G"),
-        "seed": widgets.IntSlider(cfg.seed, min=0, max=999, description="batch seed",
-                                  style=style),
+        "seed": widgets.IntSlider(cfg.seed, max=999, description="batch seed", **wide),
         "new batch": widgets.Button(description="new batch", icon="refresh"),
-    }  # fmt: skip
+    }
 
     def draw() -> Figure:
         c = {name: w.value for name, w in controls.items() if name != "new batch"}
         step_cfg = cfg.replace(
             num_fast_steps=c["K"], alpha=c["alpha"], lr=c["lr"], group_size=c["G"]
         )
-        return plotting.plot_toy_step(
-            toy_step_trace(bandit, step_cfg, c["seed"]), bandit
-        )
+        trace = toy_step_trace(bandit, step_cfg, c["seed"])
+        return plotting.plot_toy_step(trace, bandit)
 
     def new_batch(_: Any) -> None:
         seed = controls["seed"]
@@ -119,24 +123,23 @@ def run_comparer(run_dirs: Sequence[str | os.PathLike]) -> Explorer:
             f"no metrics in {[str(d) for d in run_dirs]} (empty metrics.jsonl)."
         )
     xs = ["step"] + (["rollouts/total"] if "rollouts/total" in keys else [])
+    metric = "reward/mean" if "reward/mean" in keys else keys[0]
     controls = {
-        "runs": widgets.SelectMultiple(options=labels, value=labels,
-                                       rows=min(8, len(labels)), description="runs"),
-        "metric": widgets.Dropdown(options=keys, description="metric",
-                                   value="reward/mean" if "reward/mean" in keys else keys[0]),
+        "runs": widgets.SelectMultiple(
+            options=labels, value=labels, rows=min(8, len(labels)), description="runs"
+        ),
+        "metric": widgets.Dropdown(options=keys, value=metric, description="metric"),
         "x": widgets.Dropdown(options=xs, value=xs[-1], description="x"),
         "smooth": widgets.IntSlider(1, min=1, max=25, description="smooth"),
-    }  # fmt: skip
+    }
 
     def draw() -> Figure:
         chosen = controls["runs"].value
         groups = {
             lab: [run] for lab, run in zip(labels, runs, strict=True) if lab in chosen
         }
-        return plotting.plot_learning_curves(
-            groups, controls["metric"].value, controls["x"].value,
-            smooth=controls["smooth"].value, band=None,
-        )  # fmt: skip
+        key, x, smooth = (controls[name].value for name in ("metric", "x", "smooth"))
+        return plotting.plot_learning_curves(groups, key, x, smooth=smooth, band=None)
 
     return Explorer(controls, draw)
 
@@ -152,7 +155,7 @@ def _cell(value: Any, digits: int = 3) -> str:
 def samples_table(rows: Sequence[dict[str, Any]]) -> str:
     """HTML table of sample rows (prompt, completion, answer, reward, advantage,
     truncated). All model text is escaped: it is untrusted."""
-    pre = 'style="white-space:pre-wrap;margin:0;font-size:12px;text-align:left"'
+    pre = '<pre style="white-space:pre-wrap;margin:0;font-size:12px;text-align:left">'
     # on every cell: JupyterLab's stylesheet right-aligns `td`, and a cell's own style
     # is the only one that wins over it
     td = '<td style="text-align:left;vertical-align:top"'
@@ -160,21 +163,20 @@ def samples_table(rows: Sequence[dict[str, Any]]) -> str:
     for i, row in enumerate(rows):
         if row.get("prompt") != prompt:
             prompt = row.get("prompt")
-            lines.append(f'<tr style="background:#eef">{td} colspan="5"><b>prompt</b>'
-                         f"<pre {pre}>{_cell(prompt)}</pre></td></tr>")  # fmt: skip
+            cell = f'{td} colspan="5"><b>prompt</b>{pre}{_cell(prompt)}</pre></td>'
+            lines.append(f'<tr style="background:#eef">{cell}</tr>')
         adv = row.get("advantage")
         shade = "" if not adv else "#e6f4ea" if adv > 0 else "#fdecea"
         cut = " <i>(truncated)</i>" if row.get("truncated") else ""
         lines.append(
             f'<tr style="background:{shade}">{td}>{i}</td>'
-            f"{td}><pre {pre}>{_cell(row.get('completion'))}</pre>{cut}</td>"
+            f"{td}>{pre}{_cell(row.get('completion'))}</pre>{cut}</td>"
             f"{td}>{_cell(row.get('answer'))}</td>{td}>{_cell(row.get('reward'))}</td>"
             f"{td}>{_cell(adv, 2)}</td></tr>"
         )
-    th = '<th style="text-align:left">'
-    head = "<tr>" + "".join(f"{th}{name}</th>" for name in
-                            ("#", "completion", "answer", "reward", "advantage")) + "</tr>"  # fmt: skip
-    return f'<table style="text-align:left">{head}{"".join(lines)}</table>'
+    columns = ("#", "completion", "answer", "reward", "advantage")
+    head = "".join(f'<th style="text-align:left">{name}</th>' for name in columns)
+    return f'<table style="text-align:left"><tr>{head}</tr>{"".join(lines)}</table>'
 
 
 def rollout_browser(run_dir: str | os.PathLike) -> Explorer:
@@ -194,8 +196,8 @@ def rollout_browser(run_dir: str | os.PathLike) -> Explorer:
         rows = [r for r in run.samples if r["step"] == step]
         rewards = [r["reward"] for r in rows if r.get("reward") is not None]
         mean = sum(rewards) / len(rewards) if rewards else float("nan")
-        title = f"<p><b>{html.escape(run.name)}</b>, step {step}: {len(rows)} completions, mean reward {mean:.3f}</p>"
-        return HTML(title + samples_table(rows))
+        title = f"<b>{html.escape(run.name)}</b>, step {step}: {len(rows)} completions"
+        return HTML(f"<p>{title}, mean reward {mean:.3f}</p>" + samples_table(rows))
 
     return Explorer(controls, draw)
 
@@ -203,9 +205,7 @@ def rollout_browser(run_dir: str | os.PathLike) -> Explorer:
 def reposition_explorer(line: dict[str, Tensor], alpha: float = 0.8) -> Explorer:
     """An α slider over precomputed reposition-line curves
     (``landscape.reposition_line``): where θ̃ sits between θ₀ and θ_K."""
-    controls = {
-        "alpha": widgets.FloatSlider(alpha, min=0, max=1, step=0.05, description="α")
-    }
+    controls = {"alpha": _alpha_slider(alpha)}
     return Explorer(
         controls, lambda: plotting.plot_reposition_line(line, controls["alpha"].value)
     )

@@ -8,6 +8,8 @@ import ast
 import json
 import operator
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -211,6 +213,9 @@ def test_load_gsm8k_bad_rows(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"row 2: 'answer' must end with '#### "):
         load_gsm8k(path=path)
+    path.write_text('{"answer": "#### 3"}\n')  # a local copy is read by load_jsonl
+    with pytest.raises(ValueError, match="line 1: missing key 'question'"):
+        load_gsm8k(path=path)
 
 
 def test_load_gsm8k_offline_hub_error_says_what_to_do(monkeypatch) -> None:
@@ -264,3 +269,24 @@ def test_reasoning_gym_adapter() -> None:
     for problem in problems:
         assert problem.source == "reasoning_gym:chain_sum"
         assert re.fullmatch(r"-?\d+", problem.answer)
+
+
+def test_reasoning_gym_adapter_with_a_stand_in(monkeypatch) -> None:
+    calls = []
+
+    def create_dataset(name: str, size: int, seed: int) -> list[dict]:
+        calls.append((name, size, seed))
+        return [{"question": f"q{i}", "answer": i} for i in range(size)]
+
+    stand_in = types.SimpleNamespace(create_dataset=create_dataset)
+    monkeypatch.setitem(sys.modules, "reasoning_gym", stand_in)
+    task = "reasoning_gym:chain_sum"
+    assert load_task(task, 2, seed=5, split="heldout") == [
+        Problem("q0", "0", task),
+        Problem("q1", "1", task),
+    ]
+    load_task(task, 1, seed=5)
+    assert calls == [("chain_sum", 2, 5 + 1_000_003), ("chain_sum", 1, 5)]
+    monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # not installed
+    with pytest.raises(ImportError, match="pip install reasoning-gym"):
+        load_task(task, 1)

@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from trl.trainer.utils import add_fused_lm_head  # noqa: E402
 from sfpo_edu.logprobs import per_token_logps  # noqa: E402
 from sfpo_edu.losses import clipped_surrogate, grpo_loss  # noqa: E402
 from sfpo_edu.models import load_policy, tiny_policy_files  # noqa: E402
-from sfpo_edu.params import trainable_params  # noqa: E402
+from sfpo_edu.params import reposition, trainable_params  # noqa: E402
 from sfpo_edu.rollouts import RolloutBatch  # noqa: E402
 from sfpo_edu.sfpo import sfpo_update  # noqa: E402
 from sfpo_edu.trl import (  # noqa: E402
@@ -432,6 +433,44 @@ def test_example_runs_data_parallel_on_two_cpu_processes(tmp_path: Path) -> None
     assert [r["sfpo/active"] for r in rows] == [1.0, 1.0, 0.0]
     assert all(r["sfpo/drift_norm"] > 0 for r in rows[:2])
     assert "ranks agree: True" in done.stdout
+
+
+def test_deepspeed_fp32_masters_are_what_is_repositioned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stand-in for ``deepspeed.utils`` (DeepSpeed is not installed here): under
+    ZeRO-1/2 the optimizer steps fp32 master weights kept beside the bf16 ones, so the
+    reposition moves the masters and copies them into the weights."""
+    masters: dict[int, torch.Tensor] = {}
+    utils = types.SimpleNamespace(
+        # a fresh full copy, as DeepSpeed gathers it; None: no master copy
+        safe_get_full_fp32_param=lambda p: masters[id(p)].clone() if masters else None,
+        safe_set_full_fp32_param=lambda p, value: masters[id(p)].copy_(value),
+    )
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", utils)
+    weights = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    weights = [w.to(torch.bfloat16) for w in weights]
+    trainer = SFPOTrainer.__new__(SFPOTrainer)  # only the state _reposition reads
+    state = dict(_params=weights, _masters=False, _alpha=0.25, _batch_metrics={})
+    vars(trainer).update(is_deepspeed_enabled=True, is_fsdp_enabled=False, **state)
+    assert [t.dtype for t in trainer._read_fp32()] == [torch.float32] * 2
+    assert not trainer._masters  # no master copy: the weights themselves
+    for w in weights:
+        masters[id(w)] = w.float() + 1e-3  # finer than bf16 can hold
+    theta_0 = trainer._theta_0 = trainer._read_fp32()
+    assert trainer._masters  # θ₀ is read from the masters
+    assert [t.tolist() for t in theta_0] == [masters[id(w)].tolist() for w in weights]
+    for w in weights:
+        masters[id(w)] += 2.0  # the fast passes: θ_K
+    theta_k = [masters[id(w)].clone() for w in weights]
+    trainer._reposition()
+    for w, t0, tk in zip(weights, theta_0, theta_k, strict=True):
+        tilde = reposition(tk, t0, 0.25)
+        assert torch.equal(masters[id(w)], tilde)
+        assert torch.equal(w, tilde.to(torch.bfloat16))
+    assert trainer._batch_metrics["sfpo/drift_norm"] == pytest.approx(2 * 3**0.5)
+    assert trainer._batch_metrics["sfpo/reposition_norm"] == pytest.approx(0.5 * 3**0.5)
 
 
 def test_sharded_distance_of_replicated_tensors() -> None:
