@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # arm names of bench/rollouts_to_target.py: plot keys (colours) and table names
 SWEEP_LABELS = {"grpo": "grpo", "grpo_multi": "grpo_multi", "sfpo_a0.8": "sfpo",
                 "sfpo_a0.5": "SFPO (α = 0.5)", "sfpo_a0.3": "SFPO (α = 0.3)"}  # fmt: skip
-REGIME_NAMES = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo_a0.5": "SFPO α = 0.5",
-                "sfpo_a0.8": "SFPO α = 0.8", "grpo_lr_x3.4": "GRPO, lr × 3.4"}  # fmt: skip
 SWEEP_NAMES = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo_a0.8": "SFPO (α = 0.8)",
                "sfpo_a0.5": "SFPO (α = 0.5)", "sfpo_a0.3": "SFPO (α = 0.3)"}  # fmt: skip
 
@@ -153,43 +151,14 @@ def fast_path_figure(sweep_dir: Path, check_dir: Path, out: Path) -> None:
 
 
 def regime_figure(result: Path, out: Path) -> None:
-    """The regime map: per learning rate and arm, best and final held-out accuracy
-    (seed mean, min–max) and how many times fewer rollouts than GRPO the arm needs to
-    reach GRPO's best, from ``bench/results/regime_map.json`` (partial grids too)."""
+    """The regime map from ``bench/results/regime_map.json`` (partial grids too)."""
     if not result.exists():
         print(f"note: no {result.name}; skipping the regime map figure.")
         return
-    grid = json.loads(result.read_text())["map"]
-    lrs = sorted(grid, key=float)
-    arms = list(REGIME_NAMES)
-    fig, (acc_ax, ratio_ax) = plotting.new_figure((13, 4.6), 1, 2)
-    width = 0.8 / len(arms)
-    for j, arm in enumerate(arms):
-        for i, lr in enumerate(lrs):
-            cell = grid[lr]["arms"].get(arm)
-            if cell is None:
-                continue
-            x = i + (j - (len(arms) - 1) / 2) * width
-            for key, marker in (("best", "o"), ("final", "s")):
-                d = cell[key]
-                acc_ax.errorbar(x, d["mean"], [[d["mean"] - d["min"]], [d["max"] - d["mean"]]],
-                                fmt=marker, color=f"C{j}", capsize=2,
-                                mfc="white" if key == "final" else f"C{j}",
-                                label=f"{REGIME_NAMES[arm]}" if i == 0 and key == "best" else None)  # fmt: skip
-            ratio = cell["fewer_rollouts_than_grpo"]
-            ratio_ax.bar(x, ratio or 0, width, color=f"C{j}")
-            ratio_ax.text(x, (ratio or 0) + 0.03, f"{ratio:.1f}" if ratio else "never\n",
-                          ha="center", fontsize=7)  # fmt: skip
-            ratio_ax.text(x, -0.12, f"n={cell['seeds']}", ha="center", fontsize=6)
-    for ax in (acc_ax, ratio_ax):
-        ax.set_xticks(range(len(lrs)), [f"lr {lr}" for lr in lrs])
-    acc_ax.set_ylabel("held-out accuracy (● best, ○ final; bars: seed min–max)")
-    ratio_ax.set_ylabel("× fewer rollouts than GRPO to GRPO's best")
-    ratio_ax.axhline(1, color="grey", lw=0.8)
-    ratio_ax.axhline(2, color="grey", lw=0.8, ls="--")
-    acc_ax.legend(fontsize=7)
-    fig.suptitle("Regime map (n = seeds finished per cell)")
-    save(fig, out / "regime_map.png")
+    save(
+        plotting.plot_regime_map(json.loads(result.read_text())["map"]),
+        out / "regime_map.png",
+    )
 
 
 def _num(x: float | None, pct: bool = False) -> str:
@@ -230,7 +199,7 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
         seeds = min(a["seeds"] for a in arms.values())
         if met:
             verdict = (
-                f"{', '.join(REGIME_NAMES[n] for n in met)} reaches GRPO's best with "
+                f"{', '.join(plotting.REGIME_LABELS[n] for n in met)} reaches GRPO's best with "
                 f"{', '.join(_fewer(arms[n]) for n in met)}× fewer rollouts and ends at "
                 "or above GRPO×(K+1): the paper's claim holds here"
             )
@@ -242,7 +211,7 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
             )
             multi, lr_x = arms["grpo_multi"], arms.get("grpo_lr_x3.4")
             verdict = (
-                f"no SFPO arm meets the target; the fastest, {REGIME_NAMES[name]}, needs "
+                f"no SFPO arm meets the target; the fastest, {plotting.REGIME_LABELS[name]}, needs "
                 f"{_fewer(best)}× fewer rollouts than GRPO and ends at "
                 f"{best['final']['mean']:.2f} against GRPO×(K+1)'s "
                 f"{multi['final']['mean']:.2f}"
@@ -458,7 +427,7 @@ def measured_page(results: Path, path: Path) -> None:
         for lr, cell in r["map"].items():
             for arm, a in cell["arms"].items():
                 fired = [s for s in a["stop_rule_fired_at"] if s is not None]
-                lines.append(f"| {lr} | {REGIME_NAMES.get(arm, arm)} | {a['seeds']} | "
+                lines.append(f"| {lr} | {plotting.REGIME_LABELS.get(arm, arm)} | {a['seeds']} | "
                              f"{_spread(a['best'])} | {_spread(a['final'])} | "
                              f"{_fewer(a)} | "
                              f"{_num(a['entropy_last5'])} | {fired or '–'} |")  # fmt: skip

@@ -696,3 +696,75 @@ def plot_toy_learning_curves(
     ylabel = r"exact expected reward $J(\theta_s)$"
     _draw_curves(ax, curves, x, ylabel, band=band, target=target)
     return fig
+
+
+# The arms of the regime map (bench/rollouts_to_target.py --regime), in drawing order.
+REGIME_LABELS = {
+    "grpo": "GRPO",
+    "grpo_multi": "GRPO×(K+1)",
+    "sfpo_a0.5": "SFPO α = 0.5",
+    "sfpo_a0.8": "SFPO α = 0.8",
+    "grpo_lr_x3.4": "GRPO, lr × 3.4",
+}
+
+
+def plot_regime_map(grid: dict[str, Any]) -> Figure:
+    """The regime map: ``grid`` is the ``map`` of ``bench/results/regime_map.json``.
+
+    Per learning rate (x) and arm (colour): best (●) and final (○) held-out accuracy,
+    seed mean with the seeds' range; how many times fewer rollouts than GRPO the arm
+    needs to reach GRPO's best (bar: the seed-mean curve, whisker: the range over the
+    seeds that got there); and the policy entropy over the last five steps. ``n`` is
+    the number of seeds finished in the cell. Defined in :doc:`results`.
+    """
+    lrs = sorted(grid, key=float)
+    arms = [a for a in REGIME_LABELS if any(a in grid[lr]["arms"] for lr in lrs)]
+    fig, (acc, fewer, entropy) = new_figure((15, 4.6), 1, 3)
+    width = 0.8 / max(len(arms), 1)
+    for j, arm in enumerate(arms):
+        color = PALETTE[j]
+        for i, lr in enumerate(lrs):
+            if (cell := grid[lr]["arms"].get(arm)) is None:
+                continue
+            x = i + (j - (len(arms) - 1) / 2) * width
+            for key, face in (("best", color), ("final", "white")):
+                d = cell[key]
+                span = [[d["mean"] - d["min"]], [d["max"] - d["mean"]]]
+                first = i == 0 and key == "best"
+                acc.errorbar(
+                    x,
+                    d["mean"],
+                    span,
+                    fmt="o",
+                    color=color,
+                    mfc=face,
+                    capsize=2,
+                    label=REGIME_LABELS[arm] if first else None,
+                )
+            ratio = cell["fewer_rollouts_than_grpo"] or 0.0
+            fewer.bar(x, ratio, width, color=color)
+            reached = [r for r in cell.get("fewer_rollouts_per_seed", []) if r]
+            if len(reached) > 1:
+                fewer.vlines(x, min(reached), max(reached), color="black", lw=1)
+            label = f"{ratio:.1f}" if ratio else "never"
+            fewer.text(x, ratio + 0.03, label, ha="center", va="bottom", fontsize=7)
+            entropy.bar(x, cell["entropy_last5"] or 0.0, width, color=color)
+            entropy.text(
+                x,
+                0.01,
+                f"n={cell['seeds']}",
+                ha="center",
+                fontsize=6,
+                rotation=90,
+                va="bottom",
+            )
+    for ax in (acc, fewer, entropy):
+        ax.set_xticks(range(len(lrs)), [f"lr {lr}" for lr in lrs])
+    acc.set_ylabel("held-out accuracy (● best, ○ final)")
+    fewer.set_ylabel("× fewer rollouts than GRPO to GRPO's best")
+    fewer.axhline(1, color="grey", lw=0.8)
+    fewer.axhline(2, color="grey", lw=0.8, ls="--")  # the paper's claim: ≥ 2×
+    entropy.set_ylabel("policy entropy, last 5 steps")
+    acc.legend(fontsize=7)
+    fig.suptitle("Regime map (bars and whiskers: seed mean and range; n = seeds)")
+    return fig

@@ -324,3 +324,32 @@ def test_demo_figure_shows_held_out_accuracy_and_sampled_reward(tmp_path):
     assert len([a for a in by_gid(fig, "mean:SFPO") if a.axes is reward]) == 1
     title = fig.get_suptitle()
     assert "one seed" in title and "mean" not in title and "shaded" not in title
+
+
+def test_regime_map_draws_every_cell_with_its_spread():
+    def cell(fewer, per_seed, seeds=3):
+        d = {"mean": 0.5, "min": 0.4, "max": 0.6}
+        return {"seeds": seeds, "best": d, "final": d, "entropy_last5": 0.3,
+                "fewer_rollouts_than_grpo": fewer, "fewer_rollouts_per_seed": per_seed}  # fmt: skip
+
+    grid = {
+        "0.0003": {"arms": {"grpo": cell(1.0, [1.0, 1.0, 1.0]),
+                            "sfpo_a0.5": cell(2.5, [2.0, 3.0, None])}},
+        "3e-05": {"arms": {"grpo": cell(1.0, [1.0], seeds=1),
+                           "sfpo_a0.5": cell(None, [None], seeds=1)}},
+    }  # fmt: skip
+    fig = plotting.plot_regime_map(grid)
+    acc, fewer, entropy = fig.axes
+    # learning rates in numeric order on every panel
+    assert [t.get_text() for t in fewer.get_xticklabels()] == ["lr 3e-05", "lr 0.0003"]
+    assert len(fewer.patches) == len(entropy.patches) == 4  # one bar per cell
+    texts = [t.get_text() for t in fewer.texts]
+    assert "never" in texts and "2.5" in texts
+    # a whisker only where two or more seeds reached the target: GRPO and SFPO at 3e-4
+    whiskers = [c.get_segments()[0][:, 1].tolist() for c in fewer.collections]
+    assert whiskers == [[1.0, 1.0], [2.0, 3.0]]
+    assert sorted(t.get_text() for t in entropy.texts) == ["n=1", "n=1", "n=3", "n=3"]
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == [
+        "GRPO",
+        "SFPO α = 0.5",
+    ]
