@@ -62,14 +62,14 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> No
         parse = _PARSERS[base]
         if str(f.type).endswith(" | None"):  # the word "none" gives None
             parse = partial(_none_or, parse)
-        default = getattr(defaults, f.name)
+        text = f"{docs[f.name]} [default: {getattr(defaults, f.name)}]"
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             type=parse,
             default=argparse.SUPPRESS,
             metavar=base.upper(),
-            help=f"{docs.get(f.name, '')} [default: {default}]".replace("%", "%%"),
+            help=text.replace("%", "%%"),
         )
 
 
@@ -79,10 +79,9 @@ def _none_or(parse: Callable[[str], Any], text: str) -> Any:
 
 def given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The SFPOConfig fields whose flags the user gave, with their values."""
+    given = vars(args)
     return {
-        f.name: vars(args)[f.name]
-        for f in dataclasses.fields(SFPOConfig)
-        if f.name in vars(args)
+        f.name: given[f.name] for f in dataclasses.fields(SFPOConfig) if f.name in given
     }
 
 
@@ -152,12 +151,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
     trainer.train()
     if trainer.interrupted:
-        print(f"Stopped at step {trainer.step} of {cfg.num_steps} with a checkpoint "
-              f"in {run_dir}. Continue with: sfpo-edu train --resume {run_dir}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"Stopped at step {trainer.step} of {cfg.num_steps} with a checkpoint in "
+            f"{run_dir}. Continue with: sfpo-edu train --resume {run_dir}",
+            file=sys.stderr,
+        )
         return 130
     print(f"Run written to {run_dir}")
     return 0
+
+
+# What `compare` prints after its table: how to read it, then three things to do next.
+NEXT_STEPS = """
+Reading the table: reward is the fraction of sampled completions that were right (noisy, from the
+same prompts for every arm); held-out acc is greedy accuracy on unseen problems at the first and
+last evaluation; one seed, so differences of a few points are noise.
+Next:
+  1. open {figure}: held-out accuracy and sampled reward per step;
+  2. notebooks/05_train_grpo_vs_sfpo.ipynb and 06_reading_the_dashboards.ipynb read runs like these;
+  3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more problems)."""
 
 
 def compare(
@@ -187,10 +199,12 @@ def compare(
             trainer = _train_arm(cfg.replace(algo=algo), run_dir, progress)
             if trainer.interrupted:  # Ctrl-C stops the whole comparison, not one arm
                 left = ", ".join(algos[i + 1 :]) or "no other arm"
-                print(f"{algo} stopped at step {trainer.step} of {cfg.num_steps} with "
-                      f"a checkpoint in {run_dir}. Finish the comparison ({algo}, then "
-                      f"{left}) with: sfpo-edu compare --resume {output_dir}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"{algo} stopped at step {trainer.step} of {cfg.num_steps} with a "
+                    f"checkpoint in {run_dir}. Finish the comparison ({algo}, then "
+                    f"{left}) with: sfpo-edu compare --resume {output_dir}",
+                    file=sys.stderr,
+                )
                 raise KeyboardInterrupt
             gc.collect()
             plan["done"].append(algo)
@@ -202,7 +216,7 @@ def compare(
     comparison_figure(runs).savefig(figure, dpi=120, bbox_inches="tight")
     print(table)
     print(f"\nRuns, table and figure written to {output_dir} ({figure.name}).")
-    print(next_steps(figure, output_dir / list(runs)[-1]))
+    print(NEXT_STEPS.format(figure=figure, run=output_dir / list(runs)[-1]))
     return runs
 
 
@@ -216,8 +230,11 @@ def _comparison_plan(
     path = output_dir / "compare.json"
     plan = {"config": cfg.to_dict(), "algos": algos, "done": []}
     if resume:
-        saved = read_json(path, "resume each arm with `sfpo-edu train --resume "
-                          f"{output_dir}/<arm>`, or start a new comparison.")  # fmt: skip
+        fix = (
+            f"resume each arm with `sfpo-edu train --resume {output_dir}/<arm>`, or "
+            "start a new comparison."
+        )
+        saved = read_json(path, fix)
         if saved["config"] != plan["config"] or saved["algos"] != plan["algos"]:
             raise ValueError(
                 f"{path} holds another comparison. Fix: resume it with its own "
@@ -248,22 +265,6 @@ def _train_arm(cfg: SFPOConfig, run_dir: Path, progress: bool) -> Trainer:
     config["extra"] |= {"wall_s": before + time.perf_counter() - start}
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
     return trainer
-
-
-def next_steps(figure: Path, run: Path) -> str:
-    """How to read the table, then three things to do next."""
-    return (
-        "\nReading the table: reward is the fraction of sampled completions that were "
-        "right (noisy, from the\nsame prompts for every arm); held-out acc is greedy "
-        "accuracy on unseen problems at the first and\nlast evaluation; one seed, so "
-        "differences of a few points are noise.\n"
-        "Next:\n"
-        f"  1. open {figure}: held-out accuracy and sampled reward per step;\n"
-        "  2. notebooks/05_train_grpo_vs_sfpo.ipynb and 06_reading_the_dashboards.ipynb "
-        "read runs like these;\n"
-        f"  3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more "
-        "problems)."
-    )
 
 
 def comparison_figure(runs: dict[str, Any]) -> Figure:
@@ -305,8 +306,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"they come from {args.resume}/compare.json. Fix: drop them."
             )
         output_dir = Path(args.resume)
-        plan = read_json(output_dir / "compare.json", "pass a folder written by "
-                         "`sfpo-edu compare`, or start a new comparison.")  # fmt: skip
+        fix = "pass a folder written by `sfpo-edu compare`, or start a new comparison."
+        plan = read_json(output_dir / "compare.json", fix)
         cfg = SFPOConfig.from_dict(plan["config"])
         compare(cfg, output_dir, algos=plan["algos"], resume=True)
         return 0
@@ -332,9 +333,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     step = 0 if state is None else state["next_step"]
     problems = load_task(cfg.task, args.num_prompts, seed=cfg.seed, split="heldout")
     stats = evaluate_accuracy(policy, problems, cfg)
-    print(f"{run_dir} after {step} steps: held-out greedy accuracy "
-          f"{stats['eval/accuracy']:.3f} on {len(problems)} problems "
-          f"(answer found in {stats['eval/format']:.0%})")  # fmt: skip
+    print(
+        f"{run_dir} after {step} steps: held-out greedy accuracy "
+        f"{stats['eval/accuracy']:.3f} on {len(problems)} problems "
+        f"(answer found in {stats['eval/format']:.0%})"
+    )
     return 0
 
 

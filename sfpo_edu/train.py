@@ -312,12 +312,11 @@ class Trainer:
         )
         batch.advantages = batch.advantages.to(self.policy.device)
         fill_reference_logps(self.policy.model, batch, cfg)
-        lengths = batch.completion_mask.sum(1).float()
-        stats = reward_stats | adv_stats | {
-            "completions/mean_length": lengths.mean().item(),
-            "completions/clipped_ratio": batch.truncated.float().mean().item(),
-            "tokens/generated": lengths.sum().item(),
-        }  # fmt: skip
+        lengths = batch.completion_mask.sum(1).float()  # (B,)
+        stats = reward_stats | adv_stats
+        stats["completions/mean_length"] = lengths.mean().item()
+        stats["completions/clipped_ratio"] = batch.truncated.float().mean().item()
+        stats["tokens/generated"] = lengths.sum().item()
         return batch, answers, stats
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -346,14 +345,17 @@ class Trainer:
             save_trajectory(self.run_dir, step, path.points())
         self.rollouts_total += len(batch)
         self._log_samples(step, batch, answers)
-        return {"step": step} | stats | metrics | {
+        return {
+            "step": step,
+            **stats,
+            **metrics,
             "rollouts/total": self.rollouts_total,
             "time/rollout_s": t1 - t0,
             "time/update_s": t2 - t1,
             "time/step_s": time.perf_counter() - t0,
             "time/threads": torch.get_num_threads(),
             "memory/peak_mb": peak_memory_mb(self.policy.device),
-        }  # fmt: skip
+        }
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_accuracy(self.policy, self.eval_problems, self.cfg)
