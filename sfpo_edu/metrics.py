@@ -8,9 +8,9 @@ A run is a folder of plain files that anything can read (plots, notebooks, ``jq`
     run.series("reward/mean")             # (steps, values)
 
 Every metrics line is one flat dict with namespaced keys (``reward/…``, ``fast/…``,
-``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced on its own,
-so a run killed at any moment leaves whole lines only (a torn last line is ignored on
-load and cut off on resume). ``config.json`` is replaced atomically.
+``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced
+on its own, so a run killed at any moment leaves whole lines only (a torn last line
+is ignored on load and cut off on resume). ``config.json`` is replaced atomically.
 
 While a process writes a run folder it holds ``<run>/.lock`` (``lock_run_dir``): an
 OS file lock plus the writer's PID, so a second writer gets a clear error, and the
@@ -166,11 +166,12 @@ class RunLogger:
             )
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
-        # strict JSON has no NaN or infinity: such values are stored as null
-        bad = [
-            k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)
-        ]
-        line = json.dumps(row | dict.fromkeys(bad))
+        # strict JSON has no NaN or infinity: such floats are stored as null
+        row = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()
+        }
+        line = json.dumps(row)
         with open(self.run_dir / name, "a") as f:
             f.write(line + "\n")
             f.flush()
@@ -227,9 +228,9 @@ def save_trajectory(
 ) -> None:
     """Save one outer step's parameter-space points for trajectory plots.
 
-    ``points`` (``records.StepPath.points()``): ``theta_0`` (D,), ``fast`` (K+1, D) =
-    θ⁰ … θ_K, ``theta_k``, ``theta_tilde``, ``theta_next`` (D,), flat trainable vectors; stored as float16 safetensors in
-    ``trajectory/step_{step:06d}.safetensors`` (written atomically)."""
+    ``points`` (``records.StepPath.points()``): flat trainable vectors ``theta_0``,
+    ``theta_k``, ``theta_tilde``, ``theta_next`` (D,) and ``fast`` (K+1, D) = θ⁰ … θ_K;
+    stored as float16 in ``trajectory/step_{step:06d}.safetensors``, atomically."""
     from safetensors.torch import save_file
 
     folder = Path(run_dir) / "trajectory"
