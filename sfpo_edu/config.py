@@ -345,14 +345,8 @@ def field_docs() -> dict[str, str]:
 
     tree = ast.parse(inspect.getsource(SFPOConfig))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
+    return {
+        node.target.id: " ".join(doc.value.value.split())
+        for node, doc in zip(body, body[1:], strict=False)
+        if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)
+    }
