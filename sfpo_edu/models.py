@@ -524,14 +524,19 @@ def _read(path: str) -> str:
 # --- diagnostics ---------------------------------------------------------------------
 
 
+_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "sfpo_edu")
+
+
 def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     """What this machine offers: versions, device, 4-bit support, offline models, hub.
     Each entry is measured (a bf16 matmul, a 4-bit round trip, a 3-second connection
     attempt), not assumed."""
     info = {"python": platform.python_version()}
-    for package in ["torch", "transformers", "peft", "bitsandbytes", "accelerate"]:
-        info[package] = _version(package)
-    info["sfpo_edu"] = _version("sfpo_edu")
+    for package in _PACKAGES:
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = "not installed"
 
     device = _resolve_device("auto")
     info["device"] = str(device)
@@ -561,13 +566,6 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     )
     info["hub"] = hub_status()[1]
     return info
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _check_bf16_cpu() -> str:
