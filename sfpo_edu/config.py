@@ -205,7 +205,7 @@ class SFPOConfig:
 
     num_threads: int = 0
     """CPU threads for torch. 0 (default) adapts before every outer step: every core
-    less those other processes keep busy (``models.set_cpu_threads``), at least 1.
+    less those other processes keep busy (by the 1-minute load average), at least 1.
     Ignored when ``OMP_NUM_THREADS`` is set. A changed thread count can change results
     in the last bits."""
 
