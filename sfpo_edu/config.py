@@ -339,7 +339,7 @@ class SFPOConfig:
 
 
 def field_docs() -> dict[str, str]:
-    """Field name → its docstring (used for ``--help`` and the book's config table)."""
+    """Field name → its docstring: the help of the CLI flags and of ``SFPOGRPOConfig``."""
     import ast
     import inspect
 
