@@ -22,16 +22,17 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sfpo_edu.config import SFPOConfig, field_docs
 
-if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+if TYPE_CHECKING:  # matplotlib and torch are imported only when needed
     from matplotlib.figure import Figure
 
-_PARSERS = {"int": int, "float": float, "str": str}
+    from sfpo_edu.train import Trainer
 
 
 def _parse_bool(text: str) -> bool:
@@ -42,11 +43,7 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _optional(kind: type):
-    def parse(text: str) -> Any:
-        return None if text.lower() == "none" else kind(text)
-
-    return parse
+_PARSERS = {"int": int, "float": float, "str": str, "bool": _parse_bool}
 
 
 def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> None:
@@ -59,33 +56,32 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> No
     docs = field_docs()
     group = parser.add_argument_group("run configuration (SFPOConfig fields)")
     for f in dataclasses.fields(SFPOConfig):
-        kind = str(f.type)
-        if kind.startswith("dict"):
+        if f.name == "extra":  # free-form notes, not a flag
             continue
-        base = kind.replace(" | None", "")
-        if base == "bool":
-            parse: Any = _parse_bool
-        elif kind.endswith("| None"):
-            parse = _optional(_PARSERS[base])
-        else:
-            parse = _PARSERS[base]
-        default = getattr(defaults, f.name)
+        base = str(f.type).removesuffix(" | None")
+        parse = _PARSERS[base]
+        if str(f.type).endswith(" | None"):  # the word "none" gives None
+            parse = partial(_none_or, parse)
+        text = f"{docs[f.name]} [default: {getattr(defaults, f.name)}]"
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             type=parse,
             default=argparse.SUPPRESS,
             metavar=base.upper(),
-            help=f"{docs.get(f.name, '')} [default: {default}]".replace("%", "%%"),
+            help=text.replace("%", "%%"),
         )
+
+
+def _none_or(parse: Callable[[str], Any], text: str) -> Any:
+    return None if text.lower() == "none" else parse(text)
 
 
 def given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The SFPOConfig fields whose flags the user gave, with their values."""
+    given = vars(args)
     return {
-        f.name: vars(args)[f.name]
-        for f in dataclasses.fields(SFPOConfig)
-        if f.name in vars(args)
+        f.name: given[f.name] for f in dataclasses.fields(SFPOConfig) if f.name in given
     }
 
 
@@ -121,15 +117,10 @@ QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
 def resumed_config(run_dir: Path, given: dict[str, Any]) -> SFPOConfig:
     """The run's saved config with the given flags applied; only ``RESUMABLE``
     fields (e.g. ``--num-steps`` to extend the run) may differ from it."""
-    from sfpo_edu.metrics import CONFIG_FIX, read_json
+    from sfpo_edu.metrics import read_config
     from sfpo_edu.train import RESUMABLE
 
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(
-            f"{run_dir} is not a run folder (no config.json). Fix: pass a folder "
-            "written by `sfpo-edu train`, e.g. runs/<name>."
-        )
-    saved = SFPOConfig.from_dict(read_json(run_dir / "config.json", CONFIG_FIX))
+    saved = SFPOConfig.from_dict(read_config(run_dir))
     changed = {k: v for k, v in given.items() if getattr(saved, k) != v}
     fixed = {k: v for k, v in changed.items() if k not in RESUMABLE}
     if fixed:
@@ -160,12 +151,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume))
     trainer.train()
     if trainer.interrupted:
-        print(f"Stopped at step {trainer.step} of {cfg.num_steps} with a checkpoint "
-              f"in {run_dir}. Continue with: sfpo-edu train --resume {run_dir}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"Stopped at step {trainer.step} of {cfg.num_steps} with a checkpoint in "
+            f"{run_dir}. Continue with: sfpo-edu train --resume {run_dir}",
+            file=sys.stderr,
+        )
         return 130
     print(f"Run written to {run_dir}")
     return 0
+
+
+# What `compare` prints after its table: how to read it, then three things to do next.
+NEXT_STEPS = """
+Reading the table: reward is the fraction of sampled completions that were right (noisy, from the
+same prompts for every arm); held-out acc is greedy accuracy on unseen problems at the first and
+last evaluation; one seed, so differences of a few points are noise.
+Next:
+  1. open {figure}: held-out accuracy and sampled reward per step;
+  2. notebooks/05_train_grpo_vs_sfpo.ipynb and 06_reading_the_dashboards.ipynb read runs like these;
+  3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more problems)."""
 
 
 def compare(
@@ -184,62 +188,27 @@ def compare(
     remaining arms run. Each arm's ``extra.wall_s`` sums its time over sessions."""
     import gc
 
-    from sfpo_edu.metrics import (
-        CONFIG_FIX,
-        atomic_write_text,
-        comparison_table,
-        load_run,
-        read_json,
-    )
-    from sfpo_edu.train import Trainer
+    from sfpo_edu.metrics import atomic_write_text, comparison_table, load_run
 
     output_dir = Path(output_dir)
-    plan_path = output_dir / "compare.json"
-    plan = {"config": cfg.to_dict(), "algos": list(algos), "done": []}
-    if resume:
-        saved = read_json(plan_path, "resume each arm with `sfpo-edu train --resume "
-                          f"{output_dir}/<arm>`, or start a new comparison.")  # fmt: skip
-        if saved["config"] != plan["config"] or saved["algos"] != plan["algos"]:
-            raise ValueError(
-                f"{plan_path} holds another comparison. Fix: resume it with its own "
-                f"settings (`sfpo-edu compare --resume {output_dir}`)."
-            )
-        plan = saved
-    else:
-        arms = [output_dir / algo / "metrics.jsonl" for algo in algos]
-        if plan_path.exists() or any(arm.exists() for arm in arms):
-            raise FileExistsError(
-                f"{output_dir} already holds a comparison. Fix: `sfpo-edu compare "
-                f"--resume {output_dir}` finishes it; or pass another --output-dir."
-            )
-        atomic_write_text(plan_path, json.dumps(plan, indent=2))
+    plan = _comparison_plan(cfg, output_dir, list(algos), resume)
     runs = {}
     for i, algo in enumerate(algos):
         run_dir = output_dir / algo
-        if algo in plan["done"]:
-            runs[algo] = load_run(run_dir)
-            continue
-        start = time.perf_counter()
-        started = (run_dir / "metrics.jsonl").exists()
-        config = read_json(run_dir / "config.json", CONFIG_FIX) if started else {}
-        before = config.get("extra", {}).get("wall_s", 0)  # earlier sessions
-        trainer = Trainer(
-            cfg.replace(algo=algo), run_dir, resume=started, progress=progress
-        )
-        trainer.train()
-        config = read_json(run_dir / "config.json", CONFIG_FIX)
-        config["extra"] |= {"wall_s": before + time.perf_counter() - start}
-        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
-        if trainer.interrupted:  # Ctrl-C stops the whole comparison, not one arm
-            left = ", ".join(algos[i + 1 :]) or "no other arm"
-            print(f"{algo} stopped at step {trainer.step} of {cfg.num_steps} with a "
-                  f"checkpoint in {run_dir}. Finish the comparison ({algo}, then "
-                  f"{left}) with: sfpo-edu compare --resume {output_dir}",
-                  file=sys.stderr)  # fmt: skip
-            raise KeyboardInterrupt
-        gc.collect()
-        plan["done"].append(algo)
-        atomic_write_text(plan_path, json.dumps(plan, indent=2))
+        if algo not in plan["done"]:
+            trainer = _train_arm(cfg.replace(algo=algo), run_dir, progress)
+            if trainer.interrupted:  # Ctrl-C stops the whole comparison, not one arm
+                left = ", ".join(algos[i + 1 :]) or "no other arm"
+                print(
+                    f"{algo} stopped at step {trainer.step} of {cfg.num_steps} with a "
+                    f"checkpoint in {run_dir}. Finish the comparison ({algo}, then "
+                    f"{left}) with: sfpo-edu compare --resume {output_dir}",
+                    file=sys.stderr,
+                )
+                raise KeyboardInterrupt
+            gc.collect()
+            plan["done"].append(algo)
+            atomic_write_text(output_dir / "compare.json", json.dumps(plan, indent=2))
         runs[algo] = load_run(run_dir)
     table = comparison_table(runs)
     (output_dir / "comparison.txt").write_text(table + "\n")
@@ -247,24 +216,55 @@ def compare(
     comparison_figure(runs).savefig(figure, dpi=120, bbox_inches="tight")
     print(table)
     print(f"\nRuns, table and figure written to {output_dir} ({figure.name}).")
-    print(next_steps(figure, output_dir / list(runs)[-1]))
+    print(NEXT_STEPS.format(figure=figure, run=output_dir / list(runs)[-1]))
     return runs
 
 
-def next_steps(figure: Path, run: Path) -> str:
-    """How to read the table, then three things to do next."""
-    return (
-        "\nReading the table: reward is the fraction of sampled completions that were "
-        "right (noisy, from the\nsame prompts for every arm); held-out acc is greedy "
-        "accuracy on unseen problems at the first and\nlast evaluation; one seed, so "
-        "differences of a few points are noise.\n"
-        "Next:\n"
-        f"  1. open {figure}: held-out accuracy and sampled reward per step;\n"
-        "  2. notebooks/05_train_grpo_vs_sfpo.ipynb and 06_reading_the_dashboards.ipynb "
-        "read runs like these;\n"
-        f"  3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more "
-        "problems)."
-    )
+def _comparison_plan(
+    cfg: SFPOConfig, output_dir: Path, algos: list[str], resume: bool
+) -> dict[str, Any]:
+    """A new ``compare.json`` (refusing a folder that holds a comparison), or, to
+    resume, the saved one (refusing one made with other settings)."""
+    from sfpo_edu.metrics import atomic_write_text, read_json
+
+    path = output_dir / "compare.json"
+    plan = {"config": cfg.to_dict(), "algos": algos, "done": []}
+    if resume:
+        fix = (
+            f"resume each arm with `sfpo-edu train --resume {output_dir}/<arm>`, or "
+            "start a new comparison."
+        )
+        saved = read_json(path, fix)
+        if saved["config"] != plan["config"] or saved["algos"] != plan["algos"]:
+            raise ValueError(
+                f"{path} holds another comparison. Fix: resume it with its own "
+                f"settings (`sfpo-edu compare --resume {output_dir}`)."
+            )
+        return saved
+    if path.exists() or any((output_dir / a / "metrics.jsonl").exists() for a in algos):
+        raise FileExistsError(
+            f"{output_dir} already holds a comparison. Fix: `sfpo-edu compare "
+            f"--resume {output_dir}` finishes it; or pass another --output-dir."
+        )
+    atomic_write_text(path, json.dumps(plan, indent=2))
+    return plan
+
+
+def _train_arm(cfg: SFPOConfig, run_dir: Path, progress: bool) -> Trainer:
+    """Train one arm, or continue it; adds this session's time to ``extra.wall_s``."""
+    from sfpo_edu.metrics import atomic_write_text, read_config
+    from sfpo_edu.train import Trainer
+
+    start = time.perf_counter()
+    started = (run_dir / "metrics.jsonl").exists()
+    config = read_config(run_dir) if started else {}
+    before = config.get("extra", {}).get("wall_s", 0)  # earlier sessions
+    trainer = Trainer(cfg, run_dir, resume=started, progress=progress)
+    trainer.train()
+    config = read_config(run_dir)
+    config["extra"] |= {"wall_s": before + time.perf_counter() - start}
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+    return trainer
 
 
 def comparison_figure(runs: dict[str, Any]) -> Figure:
@@ -306,8 +306,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"they come from {args.resume}/compare.json. Fix: drop them."
             )
         output_dir = Path(args.resume)
-        plan = read_json(output_dir / "compare.json", "pass a folder written by "
-                         "`sfpo-edu compare`, or start a new comparison.")  # fmt: skip
+        fix = "pass a folder written by `sfpo-edu compare`, or start a new comparison."
+        plan = read_json(output_dir / "compare.json", fix)
         cfg = SFPOConfig.from_dict(plan["config"])
         compare(cfg, output_dir, algos=plan["algos"], resume=True)
         return 0
@@ -322,25 +322,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from sfpo_edu.metrics import CONFIG_FIX, read_json
+    from sfpo_edu.metrics import read_config
     from sfpo_edu.tasks import load_task
     from sfpo_edu.train import evaluate_accuracy, load_checkpoint, load_policy_for
 
     run_dir = Path(args.run)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(
-            f"{run_dir} is not a run folder (no config.json). Fix: pass a folder "
-            "written by `sfpo-edu train`, e.g. runs/<name>."
-        )
-    cfg = SFPOConfig.from_dict(read_json(run_dir / "config.json", CONFIG_FIX))
+    cfg = SFPOConfig.from_dict(read_config(run_dir))
     policy = load_policy_for(cfg)
     state = load_checkpoint(run_dir, policy)
     step = 0 if state is None else state["next_step"]
     problems = load_task(cfg.task, args.num_prompts, seed=cfg.seed, split="heldout")
     stats = evaluate_accuracy(policy, problems, cfg)
-    print(f"{run_dir} after {step} steps: held-out greedy accuracy "
-          f"{stats['eval/accuracy']:.3f} on {len(problems)} problems "
-          f"(answer found in {stats['eval/format']:.0%})")  # fmt: skip
+    print(
+        f"{run_dir} after {step} steps: held-out greedy accuracy "
+        f"{stats['eval/accuracy']:.3f} on {len(problems)} problems "
+        f"(answer found in {stats['eval/format']:.0%})"
+    )
     return 0
 
 

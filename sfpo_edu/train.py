@@ -15,15 +15,10 @@ One outer step s:
 
 Row ``step = s`` describes the update from θ_s to θ_{s+1}; its ``eval/…`` keys were
 measured at θ_s, before the update. A last row ``step = num_steps`` holds the final
-evaluation. Checkpoints (``checkpoint-<n>/``: trainable weights as safetensors,
-optimizer, stop rule, next step, config) are written to a new folder and then named
-in ``latest`` atomically; the previous checkpoint is kept as a fallback. So whatever
-moment a kill lands, ``latest`` names a whole checkpoint; the rollout seed of step s
-depends only on (seed, s), so a resumed run repeats the steps after the checkpoint
-exactly and writes each step once. A resume checks the loaded tensors (finite, right
-shapes) and refuses settings that differ from the checkpoint's, except ``RESUMABLE``
-ones (e.g. a larger ``num_steps`` extends a run). The run folder is locked while a
-Trainer writes it (``metrics.lock_run_dir``).
+evaluation. Checkpoints (``checkpoint-<n>/``: trainable weights, optimizer, stop rule,
+next step, config; see ``Trainer.save_checkpoint``) survive a kill at any moment, and
+the rollout seed of step s depends only on (seed, s), so a resumed run repeats the
+steps after the checkpoint exactly and writes each step once.
 
 Where this departs from the paper's setup (all for a CPU-sized demo):
 1. LoRA adapters are the trainable parameters; the base model is frozen.
@@ -47,7 +42,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +54,10 @@ from sfpo_edu.config import SFPOConfig
 from sfpo_edu.logprobs import per_token_logps
 from sfpo_edu.losses import group_advantages, grpo_loss
 from sfpo_edu.metrics import (
-    CONFIG_FIX,
     RunLogger,
     atomic_write_text,
     lock_run_dir,
-    read_json,
+    read_config,
     save_trajectory,
     unlock_run_dir,
 )
@@ -198,23 +192,22 @@ def peak_memory_mb(device: torch.device) -> float:
 def graceful_interrupt() -> Iterator[dict[str, bool]]:
     """First Ctrl-C: finish the current step, save, stop. Second: stop at once."""
     flag = {"stop": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        print(
+            "\nInterrupted: finishing this step, then saving a checkpoint. "
+            "Press Ctrl-C again to stop at once.",
+            file=sys.stderr,
+        )
+
     if sys.platform == "win32" or signal.getsignal(signal.SIGINT) is None:
-        yield flag
+        yield flag  # Ctrl-C is not Python's to handle here: leave it alone
         return
     try:
-        previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum: int, frame: Any) -> None:
-            if flag["stop"]:
-                raise KeyboardInterrupt
-            flag["stop"] = True
-            print(
-                "\nInterrupted: finishing this step, then saving a checkpoint. "
-                "Press Ctrl-C again to stop at once.",
-                file=sys.stderr,
-            )
-
-        signal.signal(signal.SIGINT, handler)
+        previous = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: leave Ctrl-C alone
         yield flag
         return
@@ -239,7 +232,8 @@ class Trainer:
 
     Everything that can be checked without the model is checked before it loads
     (existing run, config differences, a writable and unlocked folder, the task's
-    problems). The folder stays locked from here to the end of ``train()``.
+    problems). The folder is locked (``metrics.lock_run_dir``) from here to the end
+    of ``train()``.
     """
 
     def __init__(
@@ -263,17 +257,13 @@ class Trainer:
             checkpoint = find_checkpoint(self.run_dir) if resume else None
             if resume:
                 self._check_same_config(checkpoint)
-            n_train = cfg.num_steps * cfg.num_prompts
-            self.train_problems = load_task(
-                cfg.task, n_train, seed=cfg.seed, split="train"
-            )
-            self.eval_problems = (
-                load_task(
-                    cfg.task, cfg.num_eval_prompts, seed=cfg.seed, split="heldout"
+            n_train, n_eval = cfg.num_steps * cfg.num_prompts, cfg.num_eval_prompts
+            self.train_problems = load_task(cfg.task, n_train, seed=cfg.seed)
+            self.eval_problems = []
+            if cfg.eval_every:
+                self.eval_problems = load_task(
+                    cfg.task, n_eval, seed=cfg.seed, split="heldout"
                 )
-                if cfg.eval_every
-                else []
-            )
             self.policy = load_policy_for(cfg) if policy is None else policy
             check_prompt_lengths(
                 self.policy, self.train_problems + self.eval_problems, cfg
@@ -282,10 +272,14 @@ class Trainer:
             self.optimizer = make_optimizer(self.params, cfg)
             self.stop_rule = StopRule.from_config(cfg)
             self.loss_fn = make_loss_fn(self.policy.model, cfg)
-            self.step = 0
-            self.rollouts_total = 0
+            self.step, self.rollouts_total = 0, 0
             if checkpoint is not None:  # load before anything in the folder changes
-                self._load_checkpoint(checkpoint)
+                state = load_checkpoint_folder(checkpoint, self.policy, self.optimizer)
+                self.step, self.rollouts_total = (
+                    state["next_step"],
+                    state["rollouts_total"],
+                )
+                self.stop_rule.load_state_dict(state["stop_rule"])
             self.logger = RunLogger(self.run_dir, config=cfg.to_dict())
             if resume:  # drop rows after the checkpoint: they are redone
                 self.logger.truncate_after(self.step - 1)
@@ -296,10 +290,8 @@ class Trainer:
     # --- one outer step ------------------------------------------------------------
     def rollout(self, step: int) -> tuple[RolloutBatch, list[str], dict[str, float]]:
         """Sample and score the batch of ``step``; fill advantages and old log-probs."""
-        cfg = self.cfg
-        problems = self.train_problems[
-            step * cfg.num_prompts : (step + 1) * cfg.num_prompts
-        ]
+        cfg, n = self.cfg, self.cfg.num_prompts
+        problems = self.train_problems[step * n : (step + 1) * n]
         batch = generate_rollouts(
             self.policy,
             [p.prompt for p in problems],
@@ -320,30 +312,30 @@ class Trainer:
         )
         batch.advantages = batch.advantages.to(self.policy.device)
         fill_reference_logps(self.policy.model, batch, cfg)
-        lengths = batch.completion_mask.sum(1).float()
-        stats = reward_stats | adv_stats | {
-            "completions/mean_length": lengths.mean().item(),
-            "completions/clipped_ratio": batch.truncated.float().mean().item(),
-            "tokens/generated": lengths.sum().item(),
-        }  # fmt: skip
+        lengths = batch.completion_mask.sum(1).float()  # (B,)
+        stats = reward_stats | adv_stats
+        stats["completions/mean_length"] = lengths.mean().item()
+        stats["completions/clipped_ratio"] = batch.truncated.float().mean().item()
+        stats["tokens/generated"] = lengths.sum().item()
         return batch, answers, stats
 
     def train_step(self, step: int) -> dict[str, float]:
         """One outer step: rollouts, update, metrics (not written)."""
+        cfg = self.cfg
         if self.policy.device.type == "cpu":
-            set_cpu_threads(self.cfg.num_threads)
+            set_cpu_threads(cfg.num_threads)
         t0 = time.perf_counter()
-        torch.manual_seed(self.cfg.seed * 1_000_003 + step)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
         batch, answers, stats = self.rollout(step)
         t1 = time.perf_counter()
-        every = self.cfg.snapshot_every
-        path = StepPath() if every and step % every == 0 else None
+        snapshot = cfg.snapshot_every and step % cfg.snapshot_every == 0
+        path = StepPath() if snapshot else None
         metrics = update(
             self.params,
             self.optimizer,
             batch,
             self.loss_fn,
-            self.cfg,
+            cfg,
             self.stop_rule,
             step,
             path,
@@ -353,17 +345,38 @@ class Trainer:
             save_trajectory(self.run_dir, step, path.points())
         self.rollouts_total += len(batch)
         self._log_samples(step, batch, answers)
-        return {"step": step} | stats | metrics | {
+        return {
+            "step": step,
+            **stats,
+            **metrics,
             "rollouts/total": self.rollouts_total,
             "time/rollout_s": t1 - t0,
             "time/update_s": t2 - t1,
             "time/step_s": time.perf_counter() - t0,
             "time/threads": torch.get_num_threads(),
             "memory/peak_mb": peak_memory_mb(self.policy.device),
-        }  # fmt: skip
+        }
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_accuracy(self.policy, self.eval_problems, self.cfg)
+
+    def _log_samples(self, step: int, batch: RolloutBatch, answers: list[str]) -> None:
+        n = min(self.cfg.num_samples_logged, len(batch))
+        rows = [
+            {
+                "step": step,
+                "group": i // self.cfg.group_size,
+                "prompt": batch.prompts[i],
+                "completion": batch.completions[i],
+                "answer": answers[i],
+                "reward": batch.rewards[i].item(),
+                "advantage": batch.advantages[i].item(),
+                "truncated": bool(batch.truncated[i]),
+                "length": int(batch.completion_mask[i].sum()),
+            }
+            for i in range(n)
+        ]
+        self.logger.log_samples(rows)
 
     # --- the loop ----------------------------------------------------------------------
     def train(self) -> list[dict[str, float]]:
@@ -381,7 +394,7 @@ class Trainer:
         bar = tqdm(
             total=cfg.num_steps,
             initial=self.step,
-            desc=f"{cfg.algo}",
+            desc=cfg.algo,
             unit="step",
             disable=not self.progress,
             dynamic_ncols=True,
@@ -416,26 +429,6 @@ class Trainer:
         bar.close()
         return rows
 
-    # --- samples --------------------------------------------------------------------
-    def _log_samples(self, step: int, batch: RolloutBatch, answers: list[str]) -> None:
-        n = min(self.cfg.num_samples_logged, len(batch))
-        self.logger.log_samples(
-            [
-                {
-                    "step": step,
-                    "group": i // self.cfg.group_size,
-                    "prompt": batch.prompts[i],
-                    "completion": batch.completions[i],
-                    "answer": answers[i],
-                    "reward": batch.rewards[i].item(),
-                    "advantage": batch.advantages[i].item(),
-                    "truncated": bool(batch.truncated[i]),
-                    "length": int(batch.completion_mask[i].sum()),
-                }
-                for i in range(n)
-            ]
-        )
-
     # --- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint-<step>/``, name it in ``latest``, keep one previous.
@@ -452,14 +445,11 @@ class Trainer:
         tmp = self.run_dir / f".checkpoint-{self.step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        names = [n for n, p in self.policy.model.named_parameters() if p.requires_grad]
-        save_file(
-            {
-                n: p.detach().contiguous().cpu()
-                for n, p in zip(names, self.params, strict=True)
-            },
-            str(tmp / "trainable.safetensors"),
-        )
+        named = self.policy.model.named_parameters()
+        weights = {
+            n: p.detach().contiguous().cpu() for n, p in named if p.requires_grad
+        }
+        save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         state = {
             "next_step": self.step,
@@ -477,25 +467,13 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
         return folder
 
-    def _load_checkpoint(self, folder: Path) -> None:
-        state = load_checkpoint_folder(folder, self.policy, self.optimizer)
-        self.step = state["next_step"]
-        self.rollouts_total = state["rollouts_total"]
-        self.stop_rule.load_state_dict(state["stop_rule"])
-
     def _check_same_config(self, checkpoint: Path | None) -> None:
         """Compare with the checkpoint's config (what was trained), else with
         ``config.json``; only ``RESUMABLE`` fields may differ."""
         if checkpoint is not None and "config" in (state := _read_state(checkpoint)):
             saved, source = state["config"], checkpoint / "state.json"
         else:
-            source = self.run_dir / "config.json"
-            if not source.exists():
-                raise FileNotFoundError(
-                    f"nothing to resume in {self.run_dir} (no config.json). Fix: "
-                    "point at a run folder, or start a new run without resume."
-                )
-            saved = read_json(source, CONFIG_FIX)
+            saved, source = read_config(self.run_dir), self.run_dir / "config.json"
         diff = [
             f"{k}={saved.get(k)!r} (now {v!r})"
             for k, v in self.cfg.to_dict().items()
@@ -568,12 +546,17 @@ def _damaged(path: Path, reason: str) -> ValueError:
     return ValueError(f"{path} is damaged ({reason}). Fix: {fix}.")
 
 
+def _read_or_damaged(path: Path, read: Callable[[], Any]) -> Any:
+    """``read()``; any failure (a missing, truncated or garbled file) is ``_damaged``."""
+    try:
+        return read()
+    except Exception as err:
+        raise _damaged(path, f"{type(err).__name__}: {err}") from None
+
+
 def _read_state(folder: Path) -> dict[str, Any]:
     path = folder / "state.json"
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # missing, not UTF-8 or not JSON
-        raise _damaged(path, f"{type(err).__name__}: {err}") from None
+    state = _read_or_damaged(path, lambda: json.loads(path.read_text()))
     needed = {"next_step", "rollouts_total", "stop_rule"}
     if not isinstance(state, dict) or not needed <= set(state):
         raise _damaged(path, f"it lacks one of {sorted(needed)}")
@@ -584,10 +567,10 @@ def _check_tensors(path: Path, tensors: dict[str, Tensor], shapes: dict) -> None
     """Every tensor finite and of the expected shape, or the file is damaged."""
     for name, t in tensors.items():
         if name in shapes and t.shape != shapes[name]:
+            expected = tuple(shapes[name])
             raise _damaged(
-                path, f"{name} has shape {tuple(t.shape)}, the model's is "
-                f"{tuple(shapes[name])}"
-            )  # fmt: skip
+                path, f"{name} has shape {tuple(t.shape)}, the model's is {expected}"
+            )
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise _damaged(path, f"{name} holds NaN or infinite values")
 
@@ -600,10 +583,7 @@ def load_checkpoint_folder(
     wrongly shaped tensors, is an error naming it and the previous checkpoint."""
     state = _read_state(folder)
     path = folder / "trainable.safetensors"
-    try:
-        weights = load_file(str(path))
-    except Exception as err:  # truncated, garbled or missing: any failure to read
-        raise _damaged(path, f"{type(err).__name__}: {err}") from None
+    weights = _read_or_damaged(path, lambda: load_file(str(path)))
     named = [(n, p) for n, p in policy.model.named_parameters() if p.requires_grad]
     missing = sorted({n for n, _ in named} - set(weights))
     if missing:
@@ -614,14 +594,9 @@ def load_checkpoint_folder(
     _check_tensors(path, weights, {n: p.shape for n, p in named})
     if optimizer is not None:
         path = folder / "optimizer.pt"
-        try:
-            saved = torch.load(path, weights_only=True)
-        except Exception as err:  # truncated, garbled or missing: any failure to read
-            raise _damaged(path, f"{type(err).__name__}: {err}") from None
-        try:
-            optimizer.load_state_dict(saved)  # checks the number of parameters
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise _damaged(path, f"{type(err).__name__}: {err}") from None
+        saved = _read_or_damaged(path, lambda: torch.load(path, weights_only=True))
+        # load_state_dict checks the number of parameters
+        _read_or_damaged(path, lambda: optimizer.load_state_dict(saved))
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for i, slots in saved["state"].items():  # e.g. AdamW's exp_avg, exp_avg_sq
             tensors = {k: v for k, v in slots.items() if isinstance(v, Tensor)}
