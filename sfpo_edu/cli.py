@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING, Any
 from sfpo_edu.config import SFPOConfig, field_docs
 
 if TYPE_CHECKING:  # matplotlib and torch are imported only when needed
-    from matplotlib.figure import Figure
-
     from sfpo_edu.train import Trainer
 
 
@@ -213,7 +211,9 @@ def compare(
     table = comparison_table(runs)
     (output_dir / "comparison.txt").write_text(table + "\n")
     figure = output_dir / "comparison.png"
-    comparison_figure(runs).savefig(figure, dpi=120, bbox_inches="tight")
+    from sfpo_edu import plotting
+
+    plotting.comparison_figure(runs).savefig(figure, dpi=120, bbox_inches="tight")
     print(table)
     print(f"\nRuns, table and figure written to {output_dir} ({figure.name}).")
     print(NEXT_STEPS.format(figure=figure, run=output_dir / list(runs)[-1]))
@@ -265,33 +265,6 @@ def _train_arm(cfg: SFPOConfig, run_dir: Path, progress: bool) -> Trainer:
     config["extra"] |= {"wall_s": before + time.perf_counter() - start}
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
     return trainer
-
-
-def comparison_figure(runs: dict[str, Any]) -> Figure:
-    """Held-out accuracy (left) and sampled reward (right) per outer step, one line
-    per arm: every arm samples the same number of rollouts per step."""
-    from sfpo_edu.plotting import curves_title, new_figure, plot_learning_curves
-
-    fig, (acc_ax, reward_ax) = new_figure((13, 4.6), 1, 2)
-    groups = {algo: [run] for algo, run in runs.items()}
-    plot_learning_curves(groups, "eval/accuracy", x="step", ax=acc_ax)
-    plot_learning_curves(groups, "reward/mean", x="step", ax=reward_ax)
-    cfg = next(iter(runs.values())).config
-    per_step = cfg["num_prompts"] * cfg["group_size"]
-    acc_ax.set(
-        title=f"held-out greedy accuracy, {cfg['num_eval_prompts']} problems",
-        ylabel="eval/accuracy",
-    )
-    reward_ax.set(
-        title="reward of the sampled completions (noisy)", ylabel="reward/mean"
-    )
-    for ax in (acc_ax, reward_ax):
-        ax.set_xlabel(f"outer step s ({per_step} rollouts each, every arm)")
-    fig.suptitle(
-        f"{cfg['model']} on {cfg['task']}, K = {cfg['num_fast_steps']}, "
-        f"α = {cfg['alpha']}: {curves_title([1] * len(runs), None)}"
-    )
-    return fig
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

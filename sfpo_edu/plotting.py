@@ -698,6 +698,32 @@ def plot_toy_learning_curves(
     return fig
 
 
+def comparison_figure(runs: dict[str, Any]) -> Figure:
+    """The figure of ``sfpo-edu compare``: held-out accuracy (left) and sampled reward
+    (right) per outer step, one line per arm (``runs``: arm → run); every arm samples
+    the same number of rollouts per step."""
+    fig, (acc_ax, reward_ax) = new_figure((13, 4.6), 1, 2)
+    groups = {algo: [run] for algo, run in runs.items()}
+    plot_learning_curves(groups, "eval/accuracy", x="step", ax=acc_ax)
+    plot_learning_curves(groups, "reward/mean", x="step", ax=reward_ax)
+    cfg = next(iter(runs.values())).config
+    per_step = cfg["num_prompts"] * cfg["group_size"]
+    acc_ax.set(
+        title=f"held-out greedy accuracy, {cfg['num_eval_prompts']} problems",
+        ylabel="eval/accuracy",
+    )
+    reward_ax.set(
+        title="reward of the sampled completions (noisy)", ylabel="reward/mean"
+    )
+    for ax in (acc_ax, reward_ax):
+        ax.set_xlabel(f"outer step s ({per_step} rollouts each, every arm)")
+    fig.suptitle(
+        f"{cfg['model']} on {cfg['task']}, K = {cfg['num_fast_steps']}, "
+        f"α = {cfg['alpha']}: {curves_title([1] * len(runs), None)}"
+    )
+    return fig
+
+
 # The arms of the regime map (bench/rollouts_to_target.py --regime), in drawing order.
 REGIME_LABELS = {
     "grpo": "GRPO",

@@ -3,7 +3,8 @@
 The algorithm modules import only torch, the standard library and each other (and
 ``config``, which imports only the standard library); ``logprobs`` needs neither the
 generation code nor transformers; no notebook imports the command line; and the import
-graph of ``sfpo_edu`` has no cycle, counting imports inside functions too.
+graph of ``sfpo_edu`` has no cycle, counting imports inside functions too. Also the
+library's one other shape rule that a reader can check by eye: short functions.
 """
 
 import ast
@@ -88,3 +89,17 @@ def test_no_notebook_imports_the_command_line():
 def test_the_library_imports_nothing_from_notebooks_book_or_bench():
     for name, (_, others) in GRAPH.items():
         assert not others & {"notebooks", "book", "bench"}, name
+
+
+def test_no_function_is_longer_than_a_screen():
+    """A function reads on one screen: at most 60 lines, docstring included (issue 17);
+    only plotting's figure builders may be longer."""
+    long = [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "plotting.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert not long, f"split these by meaning: {long}"

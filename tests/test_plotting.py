@@ -10,7 +10,6 @@ import torch
 from matplotlib.figure import Figure
 
 from sfpo_edu import plotting
-from sfpo_edu.cli import comparison_figure
 from sfpo_edu.landscape import plane_basis, plane_grid, reposition_line, toy_step_trace
 from sfpo_edu.metrics import RunLogger, group_runs, load_run
 from sfpo_edu.params import trainable_params
@@ -315,7 +314,7 @@ def test_demo_figure_shows_held_out_accuracy_and_sampled_reward(tmp_path):
              "eval/accuracy": 0.3 + 0.05 * s if s % 5 == 0 else None}
             for s in range(11)]  # fmt: skip
     runs = {a: write_run(tmp_path / a, a, rows, config) for a in ("grpo", "sfpo")}
-    fig = render(comparison_figure(runs))
+    fig = render(plotting.comparison_figure(runs))
     acc, reward = fig.axes
     assert "held-out greedy accuracy" in acc.get_title()
     assert "sampled" in reward.get_title()
