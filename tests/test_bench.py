@@ -50,6 +50,18 @@ def test_contention_quick(tmp_path):
     assert len(fixed["steps"]) == 2 and fixed["threads_settled"] == [data["cores"]]
 
 
+def test_profile_step_quick(tmp_path):
+    out = run("profile_step.py", tmp_path)
+    assert "generate:" in out and "update_pass:" in out
+    data = json.loads((tmp_path / "profile_step_quick.json").read_text())
+    for phase in ("generate", "update_pass"):
+        ops = data["phases"][phase]["ops"]
+        assert ops and all(0 < op["share"] <= 1 and op["calls"] >= 1 for op in ops)
+        assert [op["self_s"] for op in ops] == sorted(
+            (op["self_s"] for op in ops), reverse=True
+        )
+
+
 def test_rollouts_to_target_quick(tmp_path):
     out = run("rollouts_to_target.py", tmp_path, "--runs-dir", str(tmp_path / "runs"))
     assert "Toy: rollouts until" in out and "GRPO's best" in out
