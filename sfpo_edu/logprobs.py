@@ -158,9 +158,7 @@ def _forward_shared_prompts(model: torch.nn.Module, batch: RolloutBatch) -> Tens
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, P)
     prompt = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                    use_cache=True, logits_to_keep=1)  # fmt: skip
-    # transformers ≥ 5.23 names the key/value cache `cache`, 5.0 `past_key_values`
-    name = "cache" if "cache" in prompt else "past_key_values"
-    prompt[name].batch_repeat_interleave(G)  # N → B rows
+    prompt.cache.batch_repeat_interleave(G)  # N → B rows
     T = batch.completion_ids.shape[1]
     start = positions[:, -1:].repeat_interleave(G, dim=0) + 1  # (B, 1)
     completion = model(
@@ -168,7 +166,7 @@ def _forward_shared_prompts(model: torch.nn.Module, batch: RolloutBatch) -> Tens
         attention_mask=torch.cat([batch.prompt_mask, batch.completion_mask], dim=1),
         position_ids=start + torch.arange(T, device=start.device),  # (B, T)
         use_cache=True,
-        **{name: prompt[name]},
+        cache=prompt.cache,
     )
     first = prompt.logits.repeat_interleave(G, dim=0)  # (B, 1, V) predicts token 0
     return torch.cat([first, completion.logits], dim=1)  # (B, T + 1, V)
