@@ -427,6 +427,11 @@ def measured_page(results: Path, path: Path) -> None:
             "`regime_map.png`. The target: an SFPO arm reaches GRPO's best with ≥ 2× fewer "
             "rollouts and ends at or above GRPO×(K+1)'s final accuracy.", "",
             *regime_reading(r["map"]), "",
+            "```{figure} figures/regime_map.png", ":width: 100%", "",
+            "The regime map: per learning rate and arm, best (●) and final (○) held-out "
+            "accuracy, how many times fewer rollouts than GRPO each arm needs to reach "
+            "GRPO's best, and the final policy entropy; n = seeds finished per cell.",
+            "```", "",
             "| lr | arm | seeds | best | final | × fewer (seed range) | entropy, last 5 | stop rule fired at |",
             "|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip

@@ -732,6 +732,13 @@ REGIME_LABELS = {
     "sfpo_a0.8": "SFPO α = 0.8",
     "grpo_lr_x3.4": "GRPO, lr × 3.4",
 }
+REGIME_COLORS = {
+    "grpo": ALGO_COLORS["grpo"],
+    "grpo_multi": ALGO_COLORS["grpo_multi"],
+    "sfpo_a0.5": "#56B4E9",
+    "sfpo_a0.8": ALGO_COLORS["sfpo"],
+    "grpo_lr_x3.4": "#CC79A7",
+}
 
 
 def plot_regime_map(grid: dict[str, Any]) -> Figure:
@@ -748,24 +755,24 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
     fig, (acc, fewer, entropy) = new_figure((15, 4.6), 1, 3)
     width = 0.8 / max(len(arms), 1)
     for j, arm in enumerate(arms):
-        color = PALETTE[j]
+        color, name = REGIME_COLORS[arm], REGIME_LABELS[arm]
         for i, lr in enumerate(lrs):
             if (cell := grid[lr]["arms"].get(arm)) is None:
                 continue
             x = i + (j - (len(arms) - 1) / 2) * width
-            for key, face in (("best", color), ("final", "white")):
+            for key, face, dx in (("best", color, -0.2), ("final", "white", 0.2)):
                 d = cell[key]
                 span = [[d["mean"] - d["min"]], [d["max"] - d["mean"]]]
-                first = i == 0 and key == "best"
+                first = key == "best" and name not in acc.get_legend_handles_labels()[1]
                 acc.errorbar(
-                    x,
+                    x + dx * width,
                     d["mean"],
                     span,
                     fmt="o",
                     color=color,
                     mfc=face,
                     capsize=2,
-                    label=REGIME_LABELS[arm] if first else None,
+                    label=name if first else None,
                 )
             ratio = cell["fewer_rollouts_than_grpo"] or 0.0
             fewer.bar(x, ratio, width, color=color)

@@ -332,7 +332,7 @@ def test_regime_map_draws_every_cell_with_its_spread():
                 "fewer_rollouts_than_grpo": fewer, "fewer_rollouts_per_seed": per_seed}  # fmt: skip
 
     grid = {
-        "0.0003": {"arms": {"grpo": cell(1.0, [1.0, 1.0, 1.0]),
+        "0.0003": {"arms": {"grpo": cell(1.0, [1.0, 1.0, 1.0]), "grpo_multi": cell(1.5, []),
                             "sfpo_a0.5": cell(2.5, [2.0, 3.0, None])}},
         "3e-05": {"arms": {"grpo": cell(1.0, [1.0], seeds=1),
                            "sfpo_a0.5": cell(None, [None], seeds=1)}},
@@ -341,14 +341,13 @@ def test_regime_map_draws_every_cell_with_its_spread():
     acc, fewer, entropy = fig.axes
     # learning rates in numeric order on every panel
     assert [t.get_text() for t in fewer.get_xticklabels()] == ["lr 3e-05", "lr 0.0003"]
-    assert len(fewer.patches) == len(entropy.patches) == 4  # one bar per cell
+    assert len(fewer.patches) == len(entropy.patches) == 5  # one bar per cell
     texts = [t.get_text() for t in fewer.texts]
     assert "never" in texts and "2.5" in texts
     # a whisker only where two or more seeds reached the target: GRPO and SFPO at 3e-4
     whiskers = [c.get_segments()[0][:, 1].tolist() for c in fewer.collections]
     assert whiskers == [[1.0, 1.0], [2.0, 3.0]]
-    assert sorted(t.get_text() for t in entropy.texts) == ["n=1", "n=1", "n=3", "n=3"]
-    assert [t.get_text() for t in acc.get_legend().get_texts()] == [
-        "GRPO",
-        "SFPO α = 0.5",
-    ]
+    assert sorted(t.get_text() for t in entropy.texts) == ["n=1", "n=1"] + ["n=3"] * 3
+    # every arm in the legend once, also one missing at the first learning rate
+    legend = [t.get_text() for t in acc.get_legend().get_texts()]
+    assert legend == ["GRPO", "GRPO×(K+1)", "SFPO α = 0.5"]
