@@ -195,6 +195,13 @@ def _fewer(a: dict[str, Any]) -> str:
     )
 
 
+def _reach(a: dict[str, Any]) -> str:
+    """How an arm does against GRPO's best, in words."""
+    if a["rollouts_to_target"] is None:
+        return "never reaches GRPO's best"
+    return f"needs {_fewer(a)}× fewer rollouts than GRPO to reach GRPO's best"
+
+
 def regime_reading(grid: dict[str, Any]) -> list[str]:
     """What the map says about the paper's claim, one sentence per learning rate,
     computed from the numbers (so it changes when the runs do)."""
@@ -203,29 +210,35 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
         arms, met = cell["arms"], cell.get("meets_target", [])
         sfpo = {n: a for n, a in arms.items() if n.startswith("sfpo")}
         seeds = min(a["seeds"] for a in arms.values())
+        label = plotting.REGIME_LABELS
         if met:
             verdict = (
-                f"{', '.join(plotting.REGIME_LABELS[n] for n in met)} reaches GRPO's best with "
+                f"{', '.join(label[n] for n in met)} reaches GRPO's best with "
                 f"{', '.join(_fewer(arms[n]) for n in met)}× fewer rollouts and ends at "
                 "or above GRPO×(K+1): the paper's claim holds here"
             )
         elif not sfpo or "grpo_multi" not in arms:
             verdict = "not enough finished arms to compare yet"
         else:
-            name, best = max(
-                sfpo.items(), key=lambda kv: kv[1]["fewer_rollouts_than_grpo"] or 0
-            )
-            multi, lr_x = arms["grpo_multi"], arms.get("grpo_lr_x3.4")
+            parts = [
+                f"{label[n]} {_reach(a)} and ends at {a['final']['mean']:.2f}"
+                for n, a in sfpo.items()
+            ]
             verdict = (
-                f"no SFPO arm meets the target; the fastest, {plotting.REGIME_LABELS[name]}, needs "
-                f"{_fewer(best)}× fewer rollouts than GRPO and ends at "
-                f"{best['final']['mean']:.2f} against GRPO×(K+1)'s "
-                f"{multi['final']['mean']:.2f}"
+                f"no SFPO arm meets the target: {'; '.join(parts)}, against "
+                f"GRPO×(K+1)'s {arms['grpo_multi']['final']['mean']:.2f}"
             )
-            if lr_x is not None:
+            fired = sorted(
+                s for a in sfpo.values() for s in a["stop_rule_fired_at"] if s
+            )
+            if fired:
                 verdict += (
-                    f"; GRPO at 3.4× the learning rate (the same path length) "
-                    f"needs {_fewer(lr_x)}× and ends at {lr_x['final']['mean']:.2f}"
+                    f". SFPO's stop rule fired at step {', '.join(map(str, fired))}"
+                )
+            if (lr_x := arms.get("grpo_lr_x3.4")) is not None:
+                verdict += (
+                    f". GRPO at 3.4× the learning rate (SFPO's path length) {_reach(lr_x)}"
+                    f" and ends at {lr_x['final']['mean']:.2f}"
                 )
         lines.append(
             f"- **lr {lr}** ({seeds} seed{'s' * (seeds != 1)} in every arm): {verdict}."

@@ -77,18 +77,19 @@ def test_step_costs_have_one_source(make_figures, tmp_path):
 
 
 def test_the_regime_reading_follows_the_numbers(make_figures):
-    def arm(fewer, final, per_seed=(), seeds=3):
+    def arm(fewer, final, per_seed=(), seeds=3, stops=()):
         return {"seeds": seeds, "rollouts_to_target": None if fewer is None else 32,
                 "fewer_rollouts_than_grpo": fewer, "fewer_rollouts_per_seed": list(per_seed),
-                "final": {"mean": final, "min": final, "max": final}}  # fmt: skip
+                "final": {"mean": final, "min": final, "max": final},
+                "stop_rule_fired_at": list(stops) or [None] * seeds}  # fmt: skip
 
     grid = {
         "0.0001": {"meets_target": ["sfpo_a0.5"], "arms": {
             "grpo": arm(1.0, 0.4), "grpo_multi": arm(1.5, 0.3),
-            "sfpo_a0.5": arm(2.5, 0.45, [2.0, 3.0, None])}},
+            "sfpo_a0.5": arm(2.5, 0.45, [2.0, 3.0, None], stops=[None, 12, None])}},
         "3e-05": {"meets_target": [], "arms": {
             "grpo": arm(1.0, 0.4), "grpo_multi": arm(1.2, 0.5),
-            "sfpo_a0.5": arm(1.5, 0.35), "sfpo_a0.8": arm(None, 0.2),
+            "sfpo_a0.5": arm(1.5, 0.35, stops=[9, None, 10]), "sfpo_a0.8": arm(None, 0.2),
             "grpo_lr_x3.4": arm(1.4, 0.41, seeds=2)}},
         "0.0003": {"arms": {"grpo": arm(1.0, 0.4, seeds=1)}},
     }  # fmt: skip
@@ -98,15 +99,18 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
         "lr 0.0001",
         "lr 0.0003",
     ]
+    met, missed, early = lines[1], lines[0], lines[2]
     assert (
-        "SFPO α = 0.5 reaches GRPO's best with 2.50 (2.0–3.0; 1 seed(s) never)×"
-        in lines[1]
+        "SFPO α = 0.5 reaches GRPO's best with 2.50 (2.0–3.0; 1 seed(s) never)×" in met
     )
-    assert "claim holds" in lines[1] and "(3 seeds in every arm)" in lines[1]
+    assert "claim holds" in met and "(3 seeds in every arm)" in met
+    assert "stop rule" not in met  # the arms that meet the target say only that
     assert (
-        "no SFPO arm meets the target; the fastest, SFPO α = 0.5, needs 1.50"
-        in lines[0]
+        "no SFPO arm meets the target: SFPO α = 0.5 needs 1.50× fewer rollouts"
+        in missed
     )
-    assert "ends at 0.35 against GRPO×(K+1)'s 0.50" in lines[0]
-    assert "3.4× the learning rate" in lines[0] and "(2 seeds in every arm)" in lines[0]
-    assert "not enough finished arms" in lines[2] and "(1 seed in" in lines[2]
+    assert "SFPO α = 0.8 never reaches GRPO's best and ends at 0.20" in missed
+    assert "against GRPO×(K+1)'s 0.50. SFPO's stop rule fired at step 9, 10." in missed
+    assert "3.4× the learning rate (SFPO's path length) needs 1.40× fewer" in missed
+    assert "(2 seeds in every arm)" in missed
+    assert "not enough finished arms" in early and "(1 seed in" in early
