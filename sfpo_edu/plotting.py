@@ -731,6 +731,7 @@ REGIME_LABELS = {
     "sfpo_a0.5": "SFPO α = 0.5",
     "sfpo_a0.8": "SFPO α = 0.8",
     "grpo_lr_x3.4": "GRPO, lr × 3.4",
+    "sfpo_a0.8_nostop": "SFPO α = 0.8, no stop rule",
 }
 REGIME_COLORS = {
     "grpo": ALGO_COLORS["grpo"],
@@ -738,6 +739,7 @@ REGIME_COLORS = {
     "sfpo_a0.5": "#56B4E9",
     "sfpo_a0.8": ALGO_COLORS["sfpo"],
     "grpo_lr_x3.4": "#CC79A7",
+    "sfpo_a0.8_nostop": "#999933",
 }
 
 

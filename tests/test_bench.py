@@ -137,6 +137,8 @@ def test_regime_report_by_hand():
         "sfpo_a0.5": runs([0.2, 0.8, 0.8], [0.2, 0.4, 0.6], stop=4),
         # fast (2×) but ends at .3, below GRPO×(K+1)'s .5
         "sfpo_a0.8": runs([0.2, 0.8, 0.3]),
+        # as sfpo_a0.5, but without its stop rule: a control, never "meets the target"
+        "sfpo_a0.8_nostop": runs([0.2, 0.8, 0.8], [0.2, 0.4, 0.6]),
     }})["1e-4"]  # fmt: skip
     assert report["target_heldout_accuracy"] == pytest.approx(1.1 / 3)
     a05 = report["arms"]["sfpo_a0.5"]
