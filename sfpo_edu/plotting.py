@@ -781,8 +781,16 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
             reached = [r for r in cell.get("fewer_rollouts_per_seed", []) if r]
             if len(reached) > 1:
                 fewer.vlines(x, min(reached), max(reached), color="black", lw=1)
-            label = f"{ratio:.1f}" if ratio else "never"
-            fewer.text(x, ratio + 0.03, label, ha="center", va="bottom", fontsize=7)
+            label, turn = (f"{ratio:.1f}", 0) if ratio else ("never", 90)
+            fewer.text(
+                x,
+                ratio + 0.03,
+                label,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=turn,
+            )
             entropy.bar(x, cell["entropy_last5"] or 0.0, width, color=color)
             entropy.text(
                 x,
@@ -795,6 +803,8 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
             )
     for ax in (acc, fewer, entropy):
         ax.set_xticks(range(len(lrs)), [f"lr {lr}" for lr in lrs])
+        for i in range(len(lrs) - 1):  # one learning rate per column
+            ax.axvline(i + 0.5, color="0.85", lw=1)
     acc.set_ylabel("held-out accuracy (● best, ○ final)")
     fewer.set_ylabel("× fewer rollouts than GRPO to GRPO's best")
     fewer.axhline(1, color="grey", lw=0.8)
