@@ -209,7 +209,15 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
     for lr, cell in sorted(grid.items(), key=lambda kv: float(kv[0])):
         arms, met = cell["arms"], cell.get("meets_target", [])
         sfpo = {n: a for n, a in arms.items() if n.startswith("sfpo")}
-        seeds = min(a["seeds"] for a in arms.values())
+        low, high = (
+            min(a["seeds"] for a in arms.values()),
+            max(a["seeds"] for a in arms.values()),
+        )
+        seeds = (
+            f"{low}–{high} seeds per arm"
+            if low < high
+            else f"{low} seed{'s' * (low != 1)} in every arm"
+        )
         label = plotting.REGIME_LABELS
         if met:
             verdict = (
@@ -240,9 +248,7 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
                     f". GRPO at 3.4× the learning rate (SFPO's path length) {_reach(lr_x)}"
                     f" and ends at {lr_x['final']['mean']:.2f}"
                 )
-        lines.append(
-            f"- **lr {lr}** ({seeds} seed{'s' * (seeds != 1)} in every arm): {verdict}."
-        )
+        lines.append(f"- **lr {lr}** ({seeds}): {verdict}.")
     return lines
 
 
