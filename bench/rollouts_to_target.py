@@ -47,6 +47,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,6 +55,7 @@ from common import write_result  # noqa: E402
 
 from sfpo_edu.config import SFPOConfig  # noqa: E402
 from sfpo_edu.metrics import load_run  # noqa: E402
+from sfpo_edu.sfpo import replay_stop_rule  # noqa: E402
 from sfpo_edu.toy import compare_toy, toy_config  # noqa: E402
 
 
@@ -203,11 +205,12 @@ def llm_sweep(
 # learning rate scaled by SFPO's path length 1 + αK (α = 0.8): "is SFPO just a bigger step?"
 REGIME_TASK = "arithmetic-mix"  # SmolLM2 starts near 23%: room to learn for 20+ steps
 REGIME_LRS = [1e-4, 3e-5, 3e-4]  # the most informative first
+REGIME_STOP = {"stop_rule": "rise", "stop_window": 8}  # threshold τ = 1 (the default)
 REGIME_ARMS = {
     "grpo": {"algo": "grpo"},
     "grpo_multi": {"algo": "grpo_multi"},
-    "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5, "stop_rule": "rise", "stop_window": 8},
-    "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8, "stop_rule": "rise", "stop_window": 8},
+    "sfpo_a0.5": {"algo": "sfpo", "alpha": 0.5, **REGIME_STOP},
+    "sfpo_a0.8": {"algo": "sfpo", "alpha": 0.8, **REGIME_STOP},
     "grpo_lr_x3.4": {"algo": "grpo", "lr_scale": 1 + 0.8 * 3},
     # added once seed 0 showed the rule firing by chance at step 9-10 in every SFPO run
     # (a noisy entropy, notebook 06): SFPO without its stop rule separates the two
@@ -274,6 +277,7 @@ def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
             best, final = [max(v) for v in seeds], [v[-1] for v in seeds]
             stops = [next((r["step"] for r in run.metrics if r.get("sfpo/stopped")), None)
                      for run in runs]  # fmt: skip
+            replayed = [replayed_stop(run.series("sfpo/entropy")[1]) for run in runs]
             cell = {
                 "seeds": len(runs),
                 "best": {"mean": sum(best) / len(best), "min": min(best), "max": max(best)},
@@ -285,6 +289,7 @@ def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
                 "entropy_last5": tail_mean(runs, "sfpo/entropy"),
                 "zero_std_groups_last5": tail_mean(runs, "reward/frac_zero_std"),
                 "stop_rule_fired_at": stops,
+                "stop_rule_replayed_at": replayed,
                 "curve": {"rollouts": xs, "mean": mean, "seeds": seeds},
             }  # fmt: skip
             report[lr]["arms"][name] = cell
@@ -296,6 +301,28 @@ def regime_report(done: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
                   f"{str([s for s in stops if s is not None] or '-'):>10}")  # fmt: skip
         report[lr]["meets_target"] = meets_target(report[lr]["arms"])
     return report
+
+
+def replayed_stop(entropies: list[float]) -> int | None:
+    """The step at which the regime's stop rule fires when replayed on a run's
+    per-step entropies (None: not within the run, whose last check is at step
+    len(entropies) − 1). On GRPO's: what the rule does with no SFPO involved."""
+    rule, window = REGIME_STOP["stop_rule"], REGIME_STOP["stop_window"]
+    fired = replay_stop_rule(entropies, rule, window, threshold=1.0)[1]
+    return fired if fired is not None and fired < len(entropies) else None
+
+
+def stop_rule_on_noise(steps: int, trials: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The regime's stop rule on entropies that are pure noise (i.i.d. Gaussian; z is
+    the same for any mean and scale): the share of ``steps``-step runs in which it
+    fires, and the median firing step of those."""
+    noise = np.random.default_rng(seed).standard_normal((trials, steps))
+    fired = sorted(f for h in noise if (f := replayed_stop(list(h))) is not None)
+    return {
+        **REGIME_STOP, "stop_threshold": 1.0, "steps": steps, "trials": trials,
+        "fired_share": len(fired) / trials,
+        "median_step": float(np.median(fired)) if fired else None,
+    }  # fmt: skip
 
 
 def meets_target(arms: dict[str, Any]) -> list[str]:
@@ -397,7 +424,9 @@ def main() -> None:
         report = regime_report(regime_runs(args, base))
         write_result("regime_map" + ("_quick" if args.quick else ""),
                      {"config": base, "lrs": REGIME_LRS, "arms": REGIME_ARMS,
-                      "planned_seeds": args.seeds, "map": report}, args.out_dir)  # fmt: skip
+                      "planned_seeds": args.seeds, "map": report,
+                      "stop_rule_on_noise": stop_rule_on_noise(base["num_steps"])},
+                     args.out_dir)  # fmt: skip
         return
     args.runs_dir = args.runs_dir or "data/runs/rollouts_to_target"
     if args.arms:

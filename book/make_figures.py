@@ -243,6 +243,14 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
                 verdict += (
                     f". SFPO's stop rule fired at step {', '.join(map(str, fired))}"
                 )
+            replayed = arms["grpo"].get("stop_rule_replayed_at")
+            if fired and replayed is not None:
+                on_grpo = [str(s) for s in replayed if s is not None] or ["never"]
+                verdict += (
+                    "; replayed on GRPO's own entropy (no SFPO involved), the same rule "
+                    f"fires at step {', '.join(on_grpo)} ({len(replayed)} "
+                    f"seed{'s' * (len(replayed) != 1)})"
+                )
             if (lr_x := arms.get("grpo_lr_x3.4")) is not None:
                 verdict += (
                     f". GRPO at 3.4× the learning rate (SFPO's path length) {_reach(lr_x)}"
@@ -250,6 +258,20 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
                 )
         lines.append(f"- **lr {lr}** ({seeds}): {verdict}.")
     return lines
+
+
+def noise_reading(noise: dict[str, Any]) -> str:
+    """What the stop rule does on an entropy that is pure noise, in words."""
+    median = noise["median_step"]
+    return (
+        f"- **The stop rule on pure noise**: with i.i.d. entropies (no trend at all) the "
+        f"`{noise['stop_rule']}` rule with ω = {noise['stop_window']} and "
+        f"τ = {noise['stop_threshold']:g} fires within {noise['steps']} steps in "
+        f"{100 * noise['fired_share']:.0f}% of {noise['trials']:,} simulated runs"
+        + (f" (median step {median:g})" if median is not None else "")
+        + ". With a window that fits a short run, the rule reads the step-to-step noise "
+        "of a 16-rollout entropy, not a trend, so it switches SFPO off by chance."
+    )
 
 
 def measured_page(results: Path, path: Path) -> None:
@@ -445,7 +467,9 @@ def measured_page(results: Path, path: Path) -> None:
             "seed-mean accuracy at that learning rate, over the arm's. The figure is "
             "`regime_map.png`. The target: an SFPO arm reaches GRPO's best with ≥ 2× fewer "
             "rollouts and ends at or above GRPO×(K+1)'s final accuracy.", "",
-            *regime_reading(r["map"]), "",
+            *regime_reading(r["map"]),
+            *([noise_reading(r["stop_rule_on_noise"])] if "stop_rule_on_noise" in r else []),
+            "",
             "```{figure} figures/regime_map.png", ":width: 100%", "",
             "The regime map: per learning rate and arm, best (●) and final (○) held-out "
             "accuracy, how many times fewer rollouts than GRPO each arm needs to reach "

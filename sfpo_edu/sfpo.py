@@ -300,6 +300,34 @@ class StopRule:
             setattr(self, key, list(value) if key == "entropies" else value)
 
 
+def replay_stop_rule(
+    entropies: Sequence[float],
+    rule: str = "rise",
+    window: int = 30,
+    threshold: float = 1.0,
+) -> tuple[list[float | None], int | None]:
+    """When would the rule have fired on a recorded entropy series?
+
+    A new ``StopRule`` is driven as ``update`` drives it: the check at step s sees
+    H_0 … H_{s−1}, then H_s is recorded; checks at s = 0 … len(H). Works on any run's
+    ``sfpo/entropy``, GRPO's included (what the rule would have done there).
+
+    Returns:
+        The z each check saw (len(H) + 1 values, None before ω entropies exist) and
+        the step at which the rule fired (None: never).
+
+    Defined in :doc:`stop_rule`.
+    """
+    stop = StopRule(rule=rule, window=window, threshold=threshold)
+    zscores = []
+    for s in range(len(entropies) + 1):
+        zscores.append(stop.zscore())
+        stop.check(s)
+        if s < len(entropies):
+            stop.record(entropies[s])
+    return zscores, stop.fired_at
+
+
 def make_optimizer(params: Sequence[Tensor], cfg: SFPOConfig) -> torch.optim.Optimizer:
     """The one optimizer of a run, shared by every stage and never reset."""
     if cfg.optimizer == "sgd":

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sfpo_edu.metrics import Run
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -110,22 +112,41 @@ def test_fast_path_ab_summarises_a_log(tmp_path):
     assert summary["sfpo_over_grpo_step_new"] == 17 / 8
 
 
-def test_regime_report_by_hand():
-    """Hand-computed: evals at steps 0, 2, 4 of 2 × 8 rollouts (x = 0, 32, 64); the
-    target is GRPO's best smoothed seed-mean accuracy (trailing window of 3)."""
-    from types import SimpleNamespace
-
+def _rollouts_to_target():
     spec = importlib.util.spec_from_file_location(
         "rtt", BENCH / "rollouts_to_target.py"
     )
     rtt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rtt)
+    return rtt
+
+
+def test_the_regime_stop_rule_replayed_by_hand():
+    rtt = _rollouts_to_target()
+    assert rtt.REGIME_STOP == {"stop_rule": "rise", "stop_window": 8}
+    # the check at step 9 sees H_1 … H_8 = seven 1s and a 2:
+    # z = (2 − 1.125) / pstdev ≈ 0.875 / 0.331 ≈ 2.6 ≥ 1 → fires at step 9
+    assert rtt.replayed_stop([1.0] * 8 + [2.0, 1.0]) == 9
+    # the same jump one step later would fire at step 10, after the run's last check
+    assert rtt.replayed_stop([1.0] * 9 + [2.0]) is None
+    assert rtt.replayed_stop([1.0] * 10) is None  # z = 0 on a flat entropy
+    # on noise: fires in most 20-step runs, never in runs too short to fill the window
+    noise = rtt.stop_rule_on_noise(20, trials=200)
+    assert 0.5 < noise["fired_share"] <= 1 and 8 <= noise["median_step"] < 20
+    assert rtt.stop_rule_on_noise(8, trials=50)["fired_share"] == 0
+    assert rtt.stop_rule_on_noise(20, trials=200) == noise  # seeded
+
+
+def test_regime_report_by_hand():
+    """Hand-computed: evals at steps 0, 2, 4 of 2 × 8 rollouts (x = 0, 32, 64); the
+    target is GRPO's best smoothed seed-mean accuracy (trailing window of 3)."""
+    rtt = _rollouts_to_target()
 
     def runs(*curves, stop=None):
-        return [SimpleNamespace(
-            config={"num_prompts": 2, "group_size": 8},
-            metrics=[{"step": 2 * i, "eval/accuracy": a, "sfpo/stopped": float(stop == 2 * i)}
-                     for i, a in enumerate(c)],
+        return [Run(
+            path=Path("run"), config={"num_prompts": 2, "group_size": 8},
+            metrics=[{"step": 2 * i, "eval/accuracy": a, "sfpo/stopped": float(stop == 2 * i),
+                      "sfpo/entropy": 1.0} for i, a in enumerate(c)],
         ) for c in curves]  # fmt: skip
 
     report = rtt.regime_report({"1e-4": {
@@ -146,6 +167,8 @@ def test_regime_report_by_hand():
     assert a05["fewer_rollouts_per_seed"] == [2.0, 1.0]
     assert a05["final"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8})
     assert a05["stop_rule_fired_at"] == [4, 4]
+    # three entropies cannot fill the rule's window of 8: the replay never fires
+    assert a05["stop_rule_replayed_at"] == [None, None]
     assert report["arms"]["grpo"]["fewer_rollouts_than_grpo"] == 1.0
     assert report["meets_target"] == ["sfpo_a0.5"]
     # without GRPO×(K+1) there is no floor to compare with: nothing meets the target

@@ -93,6 +93,7 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
             "grpo_lr_x3.4": arm(1.4, 0.41, seeds=2)}},
         "0.0003": {"arms": {"grpo": arm(1.0, 0.4, seeds=1)}},
     }  # fmt: skip
+    grid["3e-05"]["arms"]["grpo"]["stop_rule_replayed_at"] = [11, None, 9]
     lines = make_figures.regime_reading(grid)
     assert [line.split("**")[1] for line in lines] == [
         "lr 3e-05",
@@ -110,7 +111,20 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
         in missed
     )
     assert "SFPO α = 0.8 never reaches GRPO's best and ends at 0.20" in missed
-    assert "against GRPO×(K+1)'s 0.50. SFPO's stop rule fired at step 9, 10." in missed
+    assert "against GRPO×(K+1)'s 0.50. SFPO's stop rule fired at step 9, 10;" in missed
+    assert (
+        "GRPO's own entropy (no SFPO involved), the same rule fires at step 11, 9 (3 seeds)"
+        in missed
+    )
     assert "3.4× the learning rate (SFPO's path length) needs 1.40× fewer" in missed
     assert "(2–3 seeds per arm)" in missed  # GRPO at 3.4× has a seed fewer
     assert "not enough finished arms" in early and "(1 seed in" in early
+
+
+def test_the_noise_reading_follows_the_numbers(make_figures):
+    noise = {"stop_rule": "rise", "stop_window": 8, "stop_threshold": 1.0, "steps": 20,
+             "trials": 2000, "fired_share": 0.962, "median_step": 11.0}  # fmt: skip
+    line = make_figures.noise_reading(noise)
+    assert "`rise` rule with ω = 8 and τ = 1 fires within 20 steps in 96%" in line
+    assert "2,000 simulated runs (median step 11)" in line
+    assert "(median" not in make_figures.noise_reading(noise | {"median_step": None})

@@ -15,11 +15,13 @@ from sfpo_edu.sfpo import (
     NonFiniteError,
     StopRule,
     grpo_update,
+    replay_stop_rule,
     sfpo_update,
     split_batch,
     train_pass,
     update,
 )
+from sfpo_edu.toy import run_toy, toy_config
 
 
 @dataclass
@@ -307,6 +309,36 @@ def test_step_and_never_rules_and_state_round_trip():
     rule2 = StopRule()
     rule2.load_state_dict(rule.state_dict())
     assert rule2 == rule
+
+
+def test_replay_stop_rule_by_hand():
+    # checks at s = 0..3; at s = 3 the window [1, 2, 3] is full:
+    # z = (3 − 2) / pstdev(1, 2, 3) = 1 / sqrt(2/3) ≈ 1.2247 ≥ 1
+    zs, fired = replay_stop_rule([1.0, 2.0, 3.0], "rise", window=3, threshold=1.0)
+    assert zs[:3] == [None, None, None]
+    assert zs[3] == pytest.approx(1.5**0.5, rel=1e-6)  # std + 1e-9
+    assert fired == 3
+    # the same series falling: rise never fires, abs does (|z| ≈ 1.22)
+    assert replay_stop_rule([3.0, 2.0, 1.0], "rise", 3)[1] is None
+    assert replay_stop_rule([3.0, 2.0, 1.0], "abs", 3)[1] == 3
+    # degenerate: nothing recorded, one check, never fires; "never" never fires
+    assert replay_stop_rule([], "rise", 3) == ([None], None)
+    assert replay_stop_rule([1.0, 9.0, 1.0, 99.0], "never", 2)[1] is None
+
+
+def test_replay_stop_rule_matches_the_rule_inside_a_run():
+    # toy SFPO runs, some whose rule fires (seed 2: at step 7) and some whose rule
+    # does not: replaying the recorded entropies gives the step of the live rule
+    cfg = toy_config(stop_rule="rise", stop_window=5, stop_threshold=1.0)
+    outcomes = set()
+    for seed in range(4):
+        run = run_toy(cfg, algo="sfpo", num_steps=12, seed=seed)
+        stopped = [row["sfpo/stopped"] for row in run.metrics]
+        fired = stopped.index(1.0) if 1.0 in stopped else None
+        entropies = [row["sfpo/entropy"] for row in run.metrics]
+        assert replay_stop_rule(entropies, "rise", 5, 1.0)[1] == fired
+        outcomes.add(fired is None)
+    assert outcomes == {True, False}
 
 
 def test_update_turns_sfpo_into_grpo_once_the_rule_fires():

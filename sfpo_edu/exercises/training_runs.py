@@ -10,7 +10,7 @@ import torch
 
 from sfpo_edu.exercises.grader import Exercise, gen
 from sfpo_edu.plotting import smooth_curve
-from sfpo_edu.sfpo import StopRule, start_outer_step, update
+from sfpo_edu.sfpo import StopRule, replay_stop_rule, start_outer_step, update
 from sfpo_edu.toy import ToyBandit, run_toy, toy_config
 
 _RNG = np.random.default_rng
@@ -136,17 +136,6 @@ check_entropy_zscore = Exercise(
 )
 
 
-def _first_fire(h: list[float], rule: str, window: int, threshold: float) -> int | None:
-    """The step at which ``StopRule`` fires, driven as ``sfpo.update`` drives it."""
-    stop = StopRule(rule=rule, window=window, threshold=threshold)
-    for s in range(len(h) + 1):
-        if stop.check(s):
-            return s
-        if s < len(h):
-            stop.record(h[s])
-    return None
-
-
 def _fires_at(
     h: list[float], rule: str, w: int, t: float, late: int = 0, first: int = 0
 ) -> int | None:
@@ -163,9 +152,8 @@ _NOISE = list(_RNG(2).normal(1.0, 0.05, 20))
 check_stop_step = Exercise(
     "stop step: fn(entropies, rule, window, threshold) -> step or None: the first "
     "outer step s (0 … len(entropies)) whose check, seeing H_0 … H_{s−1}, fires: z ≥ τ "
-    "(rule rise) or |z| ≥ τ (abs); None if none. Reference: StopRule.check / record as "
-    "in sfpo.update.",
-    _first_fire,
+    "(rule rise) or |z| ≥ τ (abs); None if none. Reference: sfpo.replay_stop_rule.",
+    lambda h, rule, window, threshold: replay_stop_rule(h, rule, window, threshold)[1],
     lambda: [
         ("hand-made: a steady fall, rise", _FALLING, "rise", 30, 1.0),
         ("hand-made: a steady fall, abs (fires at ω)", _FALLING, "abs", 30, 1.0),
