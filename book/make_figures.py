@@ -202,9 +202,10 @@ def _reach(a: dict[str, Any]) -> str:
     return f"needs {_fewer(a)}× fewer rollouts than GRPO to reach GRPO's best"
 
 
-def regime_reading(grid: dict[str, Any]) -> list[str]:
+def regime_reading(grid: dict[str, Any], noise: list[dict] = ()) -> list[str]:
     """What the map says about the paper's claim, one sentence per learning rate,
-    computed from the numbers (so it changes when the runs do)."""
+    computed from the numbers (so it changes when the runs do); ``noise``: the stop
+    rule on pure noise per τ, for the reading of the no-rule control."""
     lines = []
     for lr, cell in sorted(grid.items(), key=lambda kv: float(kv[0])):
         arms, met = cell["arms"], cell.get("meets_target", [])
@@ -243,7 +244,7 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
                 verdict += (
                     f". SFPO's stop rule fired at step {', '.join(map(str, fired))}"
                 )
-            replayed = arms["grpo"].get("stop_rule_replayed_at")
+            replayed = arms["grpo"].get("stop_rule_replayed_at", {}).get("1")
             if fired and replayed is not None:
                 on_grpo = [str(s) for s in replayed if s is not None] or ["never"]
                 verdict += (
@@ -257,21 +258,52 @@ def regime_reading(grid: dict[str, Any]) -> list[str]:
                     f" and ends at {lr_x['final']['mean']:.2f}"
                 )
         lines.append(f"- **lr {lr}** ({seeds}): {verdict}.")
+        if (free := arms.get("sfpo_a0.8_nostop")) and noise:
+            meets = "sfpo_a0.8_nostop" in cell.get("meets_target_with_unfired_rule", {})
+            lines.append(_unfired_reading(free, noise, meets))
     return lines
 
 
-def noise_reading(noise: dict[str, Any]) -> str:
-    """What the stop rule does on an entropy that is pure noise, in words."""
-    median = noise["median_step"]
+def _unfired_reading(free: dict[str, Any], noise: list[dict], meets: bool) -> str:
+    """The no-rule control in words: which rules it equals, and how often those fire
+    on noise."""
+    tau = free.get("rule_never_fires_from")
+    text = f"  - without its rule, SFPO α = 0.8 {_reach(free)} and ends at {free['final']['mean']:.2f}. "
+    if tau is None:
+        return text + "Its entropy triggers the rule at every τ replayed."
+    share = next(n["fired_share"] for n in noise if n["stop_threshold"] == tau)
+    text += (
+        f"Its entropy never triggers the rule at τ ≥ {tau:g} ({free['seeds']} seed"
+        f"{'s' * (free['seeds'] != 1)}), so these runs are also SFPO with that rule, bit "
+        f"for bit; on pure noise that rule fires in {_percent(share)} of "
+        f"{noise[0]['steps']}-step runs."
+    )
+    if meets:
+        text += f" With it (τ = {tau:g}, chosen after seeing the runs) SFPO meets the target."
+    return text
+
+
+def _percent(share: float) -> str:
+    """12%, or 0.4% below one percent (0% only when it is 0)."""
+    return f"{100 * share:.{0 if share == 0 or share >= 0.01 else 1}f}%"
+
+
+def noise_reading(noise: list[dict[str, Any]]) -> str:
+    """What the stop rule does on an entropy that is pure noise, per τ, in words."""
+    first = noise[0]
+    shares = ", ".join(
+        f"{_percent(n['fired_share'])} (τ = {n['stop_threshold']:g})" for n in noise
+    )
+    median = first["median_step"]
     return (
         f"- **The stop rule on pure noise**: with i.i.d. entropies (no trend at all) the "
-        f"`{noise['stop_rule']}` rule with ω = {noise['stop_window']} and "
-        f"τ = {noise['stop_threshold']:g} fires within {noise['steps']} steps in "
-        f"{100 * noise['fired_share']:.0f}% of {noise['trials']:,} simulated runs"
-        + (f" (median step {median:g})" if median is not None else "")
-        + ". With a window that fits a short run, the rule reads the step-to-step noise "
-        "of a 16-rollout entropy, not a trend, so it switches SFPO off by chance."
-    )
+        f"`{first['stop_rule']}` rule with ω = {first['stop_window']} fires within "
+        f"{first['steps']} steps in {shares} of {first['trials']:,} simulated runs"
+        + (f" (median step {median:g} at τ = {first['stop_threshold']:g})" if median is not None else "")
+        + ". With a window that fits a short run and τ = 1, the rule reads the "
+        "step-to-step noise of a 16-rollout entropy, not a trend, and switches SFPO "
+        "off by chance."
+    )  # fmt: skip
 
 
 def measured_page(results: Path, path: Path) -> None:
@@ -467,7 +499,7 @@ def measured_page(results: Path, path: Path) -> None:
             "seed-mean accuracy at that learning rate, over the arm's. The figure is "
             "`regime_map.png`. The target: an SFPO arm reaches GRPO's best with ≥ 2× fewer "
             "rollouts and ends at or above GRPO×(K+1)'s final accuracy.", "",
-            *regime_reading(r["map"]),
+            *regime_reading(r["map"], r.get("stop_rule_on_noise", [])),
             *([noise_reading(r["stop_rule_on_noise"])] if "stop_rule_on_noise" in r else []),
             "",
             "```{figure} figures/regime_map.png", ":width: 100%", "",

@@ -135,6 +135,21 @@ def test_the_regime_stop_rule_replayed_by_hand():
     assert 0.5 < noise["fired_share"] <= 1 and 8 <= noise["median_step"] < 20
     assert rtt.stop_rule_on_noise(8, trials=50)["fired_share"] == 0
     assert rtt.stop_rule_on_noise(20, trials=200) == noise  # seeded
+    # a higher τ fires less often; z ≤ sqrt(ω − 1) ≈ 2.65, so τ = 2.7 never fires
+    assert rtt.stop_rule_on_noise(20, 2.0, trials=200)["fired_share"] < 0.5
+    assert rtt.stop_rule_on_noise(20, 2.7, trials=200)["fired_share"] == 0
+    # z of the jump above ≈ 2.65: fires up to τ = 2.5, not at 2.7
+    assert rtt.replayed_stop([1.0] * 8 + [2.0, 1.0], threshold=2.5) == 9
+    assert rtt.replayed_stop([1.0] * 8 + [2.0, 1.0], threshold=2.7) is None
+    # the smallest τ at which no seed fires: with it, a run without its rule is that
+    # rule's run bit for bit
+    arm = {"stop_rule_replayed_at": {"1": [9, None], "1.5": [None, 12], "2": [None, None],
+                                     "2.5": [None, None]}}  # fmt: skip
+    assert rtt.unfired_threshold(arm) == 2.0
+    arm["stop_rule_replayed_at"]["2.5"] = [3, None]  # (not monotone: made up)
+    assert rtt.unfired_threshold(arm) == 2.0
+    arm["stop_rule_replayed_at"] = {t: [5] for t in ("1", "1.5", "2", "2.5")}
+    assert rtt.unfired_threshold(arm) is None
 
 
 def test_regime_report_by_hand():
@@ -160,7 +175,7 @@ def test_regime_report_by_hand():
         "sfpo_a0.8": runs([0.2, 0.8, 0.3]),
         # as sfpo_a0.5, but without its stop rule: a control, never "meets the target"
         "sfpo_a0.8_nostop": runs([0.2, 0.8, 0.8], [0.2, 0.4, 0.6]),
-    }})["1e-4"]  # fmt: skip
+    }}, min_seeds=1)["1e-4"]  # fmt: skip
     assert report["target_heldout_accuracy"] == pytest.approx(1.1 / 3)
     a05 = report["arms"]["sfpo_a0.5"]
     assert a05["rollouts_to_target"] == 32 and a05["fewer_rollouts_than_grpo"] == 2
@@ -168,8 +183,16 @@ def test_regime_report_by_hand():
     assert a05["final"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8})
     assert a05["stop_rule_fired_at"] == [4, 4]
     # three entropies cannot fill the rule's window of 8: the replay never fires
-    assert a05["stop_rule_replayed_at"] == [None, None]
+    assert a05["stop_rule_replayed_at"] == {
+        t: [None, None] for t in ("1", "1.5", "2", "2.5")
+    }
     assert report["arms"]["grpo"]["fewer_rollouts_than_grpo"] == 1.0
-    assert report["meets_target"] == ["sfpo_a0.5"]
+    assert report["meets_target"] == {"sfpo_a0.5": 1.0}
+    # the control without a rule: its rule at τ = 1 would never have fired, so it is
+    # that rule's run, bit for bit, and is reported apart
+    assert report["meets_target_with_unfired_rule"] == {"sfpo_a0.8_nostop": 1.0}
     # without GRPO×(K+1) there is no floor to compare with: nothing meets the target
-    assert rtt.meets_target({"sfpo_a0.5": a05}) == []
+    assert rtt.meets_target({"sfpo_a0.5": a05}, min_seeds=1) == {}
+    # the issue asks for the mean of ≥ 3 seeds: with 1–2 seeds no arm counts yet
+    assert rtt.meets_target(report["arms"]) == {}
+    assert rtt.meets_target(report["arms"], min_seeds=2) == {}  # GRPO×(K+1) has 1

@@ -93,7 +93,7 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
             "grpo_lr_x3.4": arm(1.4, 0.41, seeds=2)}},
         "0.0003": {"arms": {"grpo": arm(1.0, 0.4, seeds=1)}},
     }  # fmt: skip
-    grid["3e-05"]["arms"]["grpo"]["stop_rule_replayed_at"] = [11, None, 9]
+    grid["3e-05"]["arms"]["grpo"]["stop_rule_replayed_at"] = {"1": [11, None, 9]}
     lines = make_figures.regime_reading(grid)
     assert [line.split("**")[1] for line in lines] == [
         "lr 3e-05",
@@ -122,9 +122,53 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
 
 
 def test_the_noise_reading_follows_the_numbers(make_figures):
-    noise = {"stop_rule": "rise", "stop_window": 8, "stop_threshold": 1.0, "steps": 20,
-             "trials": 2000, "fired_share": 0.962, "median_step": 11.0}  # fmt: skip
+    noise = [{"stop_rule": "rise", "stop_window": 8, "stop_threshold": t, "steps": 20,
+              "trials": 2000, "fired_share": p, "median_step": 11.0}
+             for t, p in [(1.0, 0.962), (2.0, 0.168)]]  # fmt: skip
     line = make_figures.noise_reading(noise)
-    assert "`rise` rule with ω = 8 and τ = 1 fires within 20 steps in 96%" in line
-    assert "2,000 simulated runs (median step 11)" in line
-    assert "(median" not in make_figures.noise_reading(noise | {"median_step": None})
+    assert (
+        "`rise` rule with ω = 8 fires within 20 steps in 96% (τ = 1), 17% (τ = 2)"
+        in line
+    )
+    assert "of 2,000 simulated runs (median step 11 at τ = 1)" in line
+    noise[0]["median_step"] = None
+    assert "(median" not in make_figures.noise_reading(noise)
+    assert [make_figures._percent(x) for x in (0, 0.004, 0.168, 1)] == [
+        "0%", "0.4%", "17%", "100%"
+    ]  # fmt: skip
+
+
+def test_the_no_rule_control_is_read_as_the_rule_that_never_fired(make_figures):
+    noise = [{"stop_rule": "rise", "stop_window": 8, "stop_threshold": t, "steps": 20,
+              "trials": 2000, "fired_share": p, "median_step": 11.0}
+             for t, p in [(1.0, 0.962), (2.0, 0.168)]]  # fmt: skip
+    free = {"seeds": 3, "rollouts_to_target": 32, "fewer_rollouts_than_grpo": 2.5,
+            "fewer_rollouts_per_seed": [2.0, 3.0, 2.0], "rule_never_fires_from": 2.0,
+            "final": {"mean": 0.6, "min": 0.5, "max": 0.7},
+            "stop_rule_fired_at": [None] * 3}  # fmt: skip
+    other = free | {"fewer_rollouts_than_grpo": 1.0, "final": {"mean": 0.5}}
+    cell = {"meets_target": {}, "meets_target_with_unfired_rule": {"sfpo_a0.8_nostop": 2.0},
+            "arms": {"grpo": other, "grpo_multi": other, "sfpo_a0.8_nostop": free}}  # fmt: skip
+    lines = make_figures.regime_reading({"1e-4": cell}, noise)
+    control = lines[1]
+    assert control.startswith(
+        "  - without its rule, SFPO α = 0.8 needs 2.50 (2.0–3.0)×"
+    )
+    assert (
+        "ends at 0.60. Its entropy never triggers the rule at τ ≥ 2 (3 seeds)"
+        in control
+    )
+    assert (
+        "bit for bit; on pure noise that rule fires in 17% of 20-step runs." in control
+    )
+    assert "(τ = 2, chosen after seeing the runs) SFPO meets the target." in control
+    # not meeting it, or a rule that fires at every τ, is said as such
+    cell["meets_target_with_unfired_rule"] = {}
+    assert "meets" not in make_figures.regime_reading({"1e-4": cell}, noise)[1]
+    free["rule_never_fires_from"] = None
+    assert (
+        "triggers the rule at every τ"
+        in make_figures.regime_reading({"1e-4": cell}, noise)[1]
+    )
+    # without the noise results there is no control line
+    assert len(make_figures.regime_reading({"1e-4": cell})) == 1

@@ -341,6 +341,24 @@ def test_replay_stop_rule_matches_the_rule_inside_a_run():
     assert outcomes == {True, False}
 
 
+def test_a_stop_rule_that_never_fires_changes_nothing():
+    # what lets the regime map read an SFPO run without its rule as, bit for bit, SFPO
+    # with any rule that its entropy never triggers; a rule that fires changes the run
+    # from the step it fires at (toy seed 2: the rule (rise, ω = 5, τ = 1) at step 7)
+    for seed in (0, 2):
+        never = run_toy(
+            toy_config(stop_rule="never"), algo="sfpo", num_steps=12, seed=seed
+        )
+        rule = toy_config(stop_rule="rise", stop_window=5, stop_threshold=1.0)
+        ruled = run_toy(rule, algo="sfpo", num_steps=12, seed=seed)
+        entropies = [row["sfpo/entropy"] for row in never.metrics]
+        fired = replay_stop_rule(entropies, "rise", 5, 1.0)[1]
+        assert fired == (None if seed == 0 else 7)
+        same = 13 if fired is None else fired + 1  # θ_0 … θ_fired agree
+        assert torch.equal(ruled.thetas[:same], never.thetas[:same])
+        assert torch.equal(ruled.thetas, never.thetas) == (fired is None)
+
+
 def test_update_turns_sfpo_into_grpo_once_the_rule_fires():
     cfg = SFPOConfig(num_prompts=2, group_size=4, stop_rule="step", stop_step=1)
     policy, batch, loss_fn, _ = make_problem()
