@@ -6,8 +6,9 @@ memory-hungry step of an update: the model's logits are (B, L, V) floats, and wi
 V = 49 152 (SmolLM2) or 151 936 (Qwen) a single copy of them can be larger than the
 model. So `per_token_logps`
 
-1. asks the model for logits at completion positions only (`logits_to_keep`), and
-   reads each group's shared prompt once (rollouts repeat a prompt G times),
+1. asks the model for logits only at the T positions that predict a completion token
+   (`logits_to_keep`), and reads each group's shared prompt once (rollouts repeat a
+   prompt G times),
 2. divides by the temperature in place and never builds a full log-softmax:
    log π(o_t) = z[o_t] − logsumexp(z), reduced one chunk of sequences at a time,
 3. computes the entropy (when asked) chunk by chunk too, recomputing the
@@ -65,13 +66,10 @@ def per_token_logps(
     Defined in :doc:`implementation`.
     """
     _check(temperature, chunk_size)
-    T = batch.completion_ids.shape[1]
-    logits = _forward(model, batch, logits_to_keep=T + 1)  # (B, T + 1, V)
-    # Divide in place: saves a full copy, and autograd allows it because a causal
-    # LM's last layer (lm_head) does not keep its output for backward.
-    logits.div_(temperature)  # (B, T + 1, V)
-    # Shift: the logits at position t predict token t + 1, so drop the last one.
-    logits = logits[:, :-1]  # (B, T, V) a view
+    logits = _completion_logits(model, batch)  # (B, T, V) row t predicts o_t
+    # Divide in place: saves a full copy, and autograd allows it because neither a
+    # causal LM's last layer (lm_head) nor a cat keeps its output for backward.
+    logits.div_(temperature)  # (B, T, V)
 
     logps, entropies = [], []
     # split (not a loop of slices): backward then assembles the gradient in one go
@@ -120,19 +118,28 @@ def _entropy(z: Tensor, log_z: Tensor) -> Tensor:
     return log_z - (probs * z).sum(dim=-1)  # (C, T)
 
 
-def _forward(
-    model: torch.nn.Module, batch: RolloutBatch, logits_to_keep: int
-) -> Tensor:
-    """Logits of the last `logits_to_keep` positions of prompt + completion.
+def _completion_logits(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
+    """Logits at the T positions that predict the completion tokens, (B, T, V): the
+    last prompt position and every completion position but the last (whose logits
+    would predict a token after the completion, so they are never computed).
 
-    When the rows come in groups of G that share one prompt (as rollouts do) and only
-    the completion's logits are asked for, each prompt is read once and its key/value
-    cache repeated for its G rows (`_forward_shared_prompts`): the same logits up to
-    float rounding, with the prompt positions computed N = B / G times instead of B.
+    When the rows come in groups of G that share one prompt (as rollouts do), each
+    prompt is read once and its key/value cache repeated for its G rows
+    (`_forward_shared_prompts`): the same logits up to float rounding, with the prompt
+    positions computed N = B / G times instead of B.
     """
-    T = batch.completion_ids.shape[1]
-    if logits_to_keep == T + 1 and _prompts_shared(batch, model):
+    if _prompts_shared(batch, model):
         return _forward_shared_prompts(model, batch)
+    P, T = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
+    keep = torch.arange(P - 1, P + T - 1, device=batch.prompt_ids.device)  # (T,)
+    return _forward(model, batch, logits_to_keep=keep)
+
+
+def _forward(
+    model: torch.nn.Module, batch: RolloutBatch, logits_to_keep: int | Tensor
+) -> Tensor:
+    """Logits of prompt + completion at `logits_to_keep`: the last n positions for an
+    int n (0: all), or the positions a 1-D tensor lists."""
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (B, P+T)
     attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
     output = model(
@@ -141,11 +148,12 @@ def _forward(
         logits_to_keep=logits_to_keep,
         use_cache=False,
     )
-    return output.logits  # (B, logits_to_keep or P + T, V)
+    return output.logits  # (B, kept positions, V)
 
 
 def _forward_shared_prompts(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
-    """Logits at the last prompt position and every completion position, (B, T + 1, V).
+    """Logits at the last prompt position and every completion position but the last,
+    (B, T, V).
 
     1. read the N distinct prompts once (with grad: LoRA on k and v moves the prompt's
        keys and values too), keeping their key/value cache;
@@ -167,9 +175,10 @@ def _forward_shared_prompts(model: torch.nn.Module, batch: RolloutBatch) -> Tens
         position_ids=start + torch.arange(T, device=start.device),  # (B, T)
         use_cache=True,
         cache=prompt.cache,
+        logits_to_keep=torch.arange(T - 1, device=start.device),  # not the last
     )
     first = prompt.logits.repeat_interleave(G, dim=0)  # (B, 1, V) predicts token 0
-    return torch.cat([first, completion.logits], dim=1)  # (B, T + 1, V)
+    return torch.cat([first, completion.logits], dim=1)  # (B, T, V)
 
 
 def _prompts_shared(batch: RolloutBatch, model: torch.nn.Module) -> bool:

@@ -67,6 +67,19 @@ def test_matches_naive_values_entropy_and_gradients(
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+def test_a_one_token_completion(policy):
+    # T = 1: the only logits that count are the prompt's last; the shared-prompt path
+    # then asks the completion forward for no positions at all
+    batch = generate_rollouts(policy, PROMPTS, group_size=2, max_new_tokens=1, seed=0)
+    logps, entropy = per_token_logps(policy.model, batch, with_entropy=True)
+    ref_logps, ref_entropy = per_token_logps_naive(
+        policy.model, batch, with_entropy=True
+    )
+    assert logps.shape == (2 * len(PROMPTS), 1)
+    torch.testing.assert_close(logps, ref_logps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, ref_entropy, atol=1e-5, rtol=1e-5)
+
+
 def test_log_probs_of_what_was_sampled(policy):
     """The log-probs we train on are those of the distribution generate() sampled."""
     prompt = policy.tokenizer.apply_chat_template(
