@@ -79,9 +79,10 @@ def finished(run_dir: Path, num_steps: int) -> bool:
     )
 
 
-def train_arm(cfg: SFPOConfig, run_dir: Path) -> Any | None:
+def train_arm(cfg: SFPOConfig, run_dir: Path, label: str = "") -> Any | None:
     """Train (or resume, or reuse) one run; drop its checkpoints afterwards. Returns
-    None when another process of this script is training that run right now."""
+    None when another process of this script is training that run right now.
+    ``label`` (e.g. "run 3 of 54") is printed with the folder when training starts."""
     from sfpo_edu.train import Trainer
 
     if finished(run_dir, cfg.num_steps):
@@ -95,7 +96,10 @@ def train_arm(cfg: SFPOConfig, run_dir: Path) -> Any | None:
         return None
     if finished(run_dir, cfg.num_steps):  # finished while we waited for the lock
         return load_run(run_dir)
-    trainer = Trainer(cfg, run_dir, resume=(run_dir / "metrics.jsonl").exists())
+    resume = (run_dir / "metrics.jsonl").exists()
+    what = f"{'resuming' if resume else 'training'} {run_dir}"
+    print(f"{label}: {what}" if label else what, file=sys.stderr, flush=True)
+    trainer = Trainer(cfg, run_dir, resume=resume)
     trainer.train()
     if trainer.interrupted:
         sys.exit(
@@ -230,21 +234,20 @@ def regime_runs(
     spread its runs evenly. Returns the finished runs per learning rate and arm."""
     runs_dir = Path(args.runs_dir)
     done: dict[str, dict[str, list[Any]]] = {}
-    for s in range(args.seeds):
-        for lr in REGIME_LRS:
-            for name, arm in REGIME_ARMS.items():
-                arm = dict(arm)
-                cfg_lr = lr * arm.pop("lr_scale", 1.0)
-                cfg = SFPOConfig(**(base | arm | {"lr": cfg_lr, "seed": s}))
-                run_dir = runs_dir / f"lr{lr:g}" / f"{name}-s{s}"
-                if args.no_train:
-                    run = (
-                        load_run(run_dir) if finished(run_dir, cfg.num_steps) else None
-                    )
-                else:
-                    run = train_arm(cfg, run_dir)
-                if run is not None:
-                    done.setdefault(f"{lr:g}", {}).setdefault(name, []).append(run)
+    plan = [
+        (s, lr, n) for s in range(args.seeds) for lr in REGIME_LRS for n in REGIME_ARMS
+    ]
+    for i, (s, lr, name) in enumerate(plan, start=1):
+        arm = dict(REGIME_ARMS[name])
+        cfg_lr = lr * arm.pop("lr_scale", 1.0)
+        cfg = SFPOConfig(**(base | arm | {"lr": cfg_lr, "seed": s}))
+        run_dir = runs_dir / f"lr{lr:g}" / f"{name}-s{s}"
+        if args.no_train:
+            run = load_run(run_dir) if finished(run_dir, cfg.num_steps) else None
+        else:
+            run = train_arm(cfg, run_dir, f"run {i} of {len(plan)}")
+        if run is not None:
+            done.setdefault(f"{lr:g}", {}).setdefault(name, []).append(run)
     return done
 
 

@@ -86,6 +86,32 @@ def test_rollouts_to_target_quick(tmp_path):
     assert not (tmp_path / "runs" / "sfpo_a0.8-s0").exists()
 
 
+def test_the_regime_map_quick(tmp_path):
+    # the whole grid at tiny sizes: every cell trained, reported and written; a rerun
+    # with --no-train reads the same runs without training
+    cmd = [sys.executable, str(BENCH / "rollouts_to_target.py"), "--regime", "--quick",
+           "--seeds", "1", "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "run 1 of 18: training" in done.stderr and "run 18 of 18" in done.stderr
+    data = json.loads((tmp_path / "regime_map_quick.json").read_text())
+    assert set(data["map"]) == {"0.0001", "3e-05", "0.0003"}
+    for cell in data["map"].values():
+        assert set(cell["arms"]) == set(data["arms"])
+        assert cell["meets_target"] == {}  # one seed: never counted
+        for arm in cell["arms"].values():
+            assert set(arm["stop_rule_replayed_at"]) == {"1", "1.5", "2", "2.5"}
+    assert [n["stop_threshold"] for n in data["stop_rule_on_noise"]] == [1, 1.5, 2, 2.5]
+    again = subprocess.run(
+        [*cmd, "--no-train"], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0 and "training" not in again.stderr
+    assert (
+        json.loads((tmp_path / "regime_map_quick.json").read_text())["map"]
+        == data["map"]
+    )
+
+
 def test_vs_trl_quick(tmp_path):
     pytest.importorskip("trl")
     out = run("vs_trl.py", tmp_path)
