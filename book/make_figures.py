@@ -488,8 +488,13 @@ def measured_page(results: Path, path: Path) -> None:
         lines.append("")
     if "regime_map" in load:
         r = load["regime_map"]
+        runs = sum(
+            a["seeds"] for cell in r["map"].values() for a in cell["arms"].values()
+        )
+        planned = len(r["lrs"]) * len(r["arms"]) * r["planned_seeds"]
+        progress = f" (in progress: {runs} of {planned} runs)" if runs < planned else ""
         lines += [
-            "### The regime map (in progress)", "",
+            f"### The regime map{progress}", "",
             f"`bench/rollouts_to_target.py --regime`: task `{r['config']['task']}`, "
             f"{r['config']['num_steps']} steps of {r['config']['num_prompts']} prompts × "
             f"$G$ = {r['config']['group_size']}; held-out accuracy on "

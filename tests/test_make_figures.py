@@ -172,3 +172,25 @@ def test_the_no_rule_control_is_read_as_the_rule_that_never_fired(make_figures):
     )
     # without the noise results there is no control line
     assert len(make_figures.regime_reading({"1e-4": cell})) == 1
+
+
+def test_the_regime_heading_says_how_far_the_sweep_is(make_figures, tmp_path):
+    recorded = RESULTS / "regime_map.json"
+    if not recorded.exists():
+        pytest.skip("no regime map recorded in bench/results")
+    r = json.loads(recorded.read_text())
+    planned = len(r["lrs"]) * len(r["arms"]) * r["planned_seeds"]
+    done = sum(a["seeds"] for c in r["map"].values() for a in c["arms"].values())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "regime_map.json").write_text(json.dumps(r))
+    make_figures.measured_page(tmp_path / "results", tmp_path / "page.md")
+    heading = "### The regime map" + (
+        f" (in progress: {done} of {planned} runs)" if done < planned else ""
+    )
+    assert f"{heading}\n" in (tmp_path / "page.md").read_text()
+    for cell in r["map"].values():  # every run finished: a plain heading
+        for arm in cell["arms"].values():
+            arm["seeds"] = r["planned_seeds"]
+    (tmp_path / "results" / "regime_map.json").write_text(json.dumps(r))
+    make_figures.measured_page(tmp_path / "results", tmp_path / "page.md")
+    assert "### The regime map\n" in (tmp_path / "page.md").read_text()
