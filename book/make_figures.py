@@ -183,13 +183,14 @@ def _fewer(a: dict[str, Any]) -> str:
         return "never"
     per_seed = a.get("fewer_rollouts_per_seed", [])
     reached = [x for x in per_seed if x is not None]
+    low, high = (f"{min(reached):.1f}", f"{max(reached):.1f}") if reached else ("", "")
     spread = (
-        [f"{min(reached):.1f}–{max(reached):.1f}"]
+        [low if low == high else f"{low}–{high}"]
         if reached and len(per_seed) > 1
         else []
     )
-    if len(reached) < len(per_seed):
-        spread.append(f"{len(per_seed) - len(reached)} seed(s) never")
+    if (never := len(per_seed) - len(reached)) > 0:
+        spread.append(f"{never} seed{'s' * (never != 1)} never")
     return f"{a['fewer_rollouts_than_grpo']:.2f}" + (
         f" ({'; '.join(spread)})" if spread else ""
     )

@@ -101,9 +101,7 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
         "lr 0.0003",
     ]
     met, missed, early = lines[1], lines[0], lines[2]
-    assert (
-        "SFPO α = 0.5 reaches GRPO's best with 2.50 (2.0–3.0; 1 seed(s) never)×" in met
-    )
+    assert "SFPO α = 0.5 reaches GRPO's best with 2.50 (2.0–3.0; 1 seed never)×" in met
     assert "claim holds" in met and "(3 seeds in every arm)" in met
     assert "stop rule" not in met  # the arms that meet the target say only that
     assert (
@@ -118,6 +116,9 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
     )
     assert "3.4× the learning rate (SFPO's path length) needs 1.40× fewer" in missed
     assert "(2–3 seeds per arm)" in missed  # GRPO at 3.4× has a seed fewer
+    # equal per-seed ratios are one number; several seeds that never reach, plural
+    lone = arm(1.0, 0.4, [2.0, 2.0, None, None], seeds=4)
+    assert make_figures._fewer(lone) == "1.00 (2.0; 2 seeds never)"
     assert "not enough finished arms" in early and "(1 seed in" in early
 
 
