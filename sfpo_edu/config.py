@@ -102,7 +102,9 @@ class SFPOConfig:
     The rule cannot fire before ω entropies are recorded."""
 
     stop_threshold: float = 1.0
-    """τ: z-score threshold of the stop rule. Range > 0; default 1.0."""
+    """τ: z-score threshold of the stop rule. Range > 0; default 1.0. With τ = 1 the rule
+    also fires on an entropy that is merely noisy (a small batch, a short ω); a larger τ
+    fires only on clear jumps (book: stop rule)."""
 
     stop_step: int | None = None
     """Outer step at which the ``step`` rule switches SFPO off (required for it)."""
