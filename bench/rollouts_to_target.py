@@ -302,6 +302,7 @@ def regime_report(
                 "stop_rule_fired_at": stops,
                 "stop_rule_replayed_at": replayed,
                 "rule_never_fires_from": unfired_threshold({"stop_rule_replayed_at": replayed}),
+                **entropy_noise_and_trend(entropies),
                 "curve": {"rollouts": xs, "mean": mean, "seeds": seeds},
             }  # fmt: skip
             report[lr]["arms"][name] = cell
@@ -339,6 +340,22 @@ def unfired_threshold(arm: dict[str, Any]) -> float | None:
     replayed = arm["stop_rule_replayed_at"]
     return next((t for t in REPLAY_THRESHOLDS
                  if not any(replayed[f"{t:g}"])), None)  # fmt: skip
+
+
+def entropy_noise_and_trend(entropies: list[list[float]]) -> dict[str, float | None]:
+    """Seed means of how much a run's per-step entropy jitters and how much it drifts:
+    ``entropy_step_noise`` = std of the step-to-step changes / √2 (the noise of one
+    step's value, if the noise is independent from step to step around a slow trend)
+    and ``entropy_trend_per_step`` = (last − first) / (steps − 1)."""
+    runs = [h for h in entropies if len(h) > 2]
+    if not runs:
+        return {"entropy_step_noise": None, "entropy_trend_per_step": None}
+    noise = [float(np.std(np.diff(h))) / 2**0.5 for h in runs]
+    trend = [(h[-1] - h[0]) / (len(h) - 1) for h in runs]
+    return {
+        "entropy_step_noise": sum(noise) / len(noise),
+        "entropy_trend_per_step": sum(trend) / len(trend),
+    }
 
 
 def stop_rule_on_noise(

@@ -253,6 +253,12 @@ def regime_reading(grid: dict[str, Any], noise: list[dict] = ()) -> list[str]:
                     f"fires at step {', '.join(on_grpo)} ({len(replayed)} "
                     f"seed{'s' * (len(replayed) != 1)})"
                 )
+                if (jitter := arms["grpo"].get("entropy_step_noise")) is not None:
+                    trend = arms["grpo"]["entropy_trend_per_step"]
+                    verdict += (
+                        f": that entropy moves by about ±{jitter:.2f} from one step to "
+                        f"the next, around a trend of {trend:+.3f} per step"
+                    )
             if (lr_x := arms.get("grpo_lr_x3.4")) is not None:
                 verdict += (
                     f". GRPO at 3.4× the learning rate (SFPO's path length) {_reach(lr_x)}"

@@ -178,6 +178,17 @@ def test_the_regime_stop_rule_replayed_by_hand():
     assert rtt.unfired_threshold(arm) is None
 
 
+def test_entropy_noise_and_trend_by_hand():
+    rtt = _rollouts_to_target()
+    # changes +0.2, −0.2, +0.2: mean 1/15, std = sqrt(8/225) = 0.1886, / √2 = 0.1333;
+    # trend (1.2 − 1.0) / 3 = 0.0667. The second run is too short to count.
+    got = rtt.entropy_noise_and_trend([[1.0, 1.2, 1.0, 1.2], [1.0, 2.0]])
+    assert got["entropy_step_noise"] == pytest.approx(0.4 / 3, rel=1e-9)
+    assert got["entropy_trend_per_step"] == pytest.approx(0.2 / 3, rel=1e-9)
+    assert rtt.entropy_noise_and_trend([[0.5] * 6])["entropy_step_noise"] == 0
+    assert rtt.entropy_noise_and_trend([])["entropy_trend_per_step"] is None
+
+
 def test_regime_report_by_hand():
     """Hand-computed: evals at steps 0, 2, 4 of 2 × 8 rollouts (x = 0, 32, 64); the
     target is GRPO's best smoothed seed-mean accuracy (trailing window of 3)."""

@@ -93,7 +93,9 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
             "grpo_lr_x3.4": arm(1.4, 0.41, seeds=2)}},
         "0.0003": {"arms": {"grpo": arm(1.0, 0.4, seeds=1)}},
     }  # fmt: skip
-    grid["3e-05"]["arms"]["grpo"]["stop_rule_replayed_at"] = {"1": [11, None, 9]}
+    grid["3e-05"]["arms"]["grpo"] |= {"stop_rule_replayed_at": {"1": [11, None, 9]},
+                                      "entropy_step_noise": 0.14,
+                                      "entropy_trend_per_step": 0.0012}  # fmt: skip
     lines = make_figures.regime_reading(grid)
     assert [line.split("**")[1] for line in lines] == [
         "lr 3e-05",
@@ -112,6 +114,10 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
     assert "against GRPO×(K+1)'s 0.50. SFPO's stop rule fired at step 9, 10;" in missed
     assert (
         "GRPO's own entropy (no SFPO involved), the same rule fires at step 11, 9 (3 seeds)"
+        in missed
+    )
+    assert (
+        "moves by about ±0.14 from one step to the next, around a trend of +0.001"
         in missed
     )
     assert "3.4× the learning rate (SFPO's path length) needs 1.40× fewer" in missed
