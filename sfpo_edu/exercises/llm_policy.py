@@ -22,8 +22,8 @@ def _per_token_logps(logits: Tensor, ids: Tensor, temperature: float) -> Tensor:
     B, T, V = logits.shape
     padded = torch.cat([logits, torch.zeros(B, 1, V)], dim=1)  # (B, T + 1, V)
 
-    def model(logits_to_keep: int, **_: Any) -> SimpleNamespace:
-        return SimpleNamespace(logits=padded[:, -logits_to_keep:].clone())
+    def model(logits_to_keep: Tensor, **_: Any) -> SimpleNamespace:
+        return SimpleNamespace(logits=padded[:, logits_to_keep].clone())  # positions
 
     ones = torch.ones_like(ids)  # (B, T); the prompt is one token, 0
     prompt = dict(prompt_ids=0 * ones[:, :1], prompt_mask=ones[:, :1], group_size=1)
