@@ -301,7 +301,7 @@ def regime_report(
                 "zero_std_groups_last5": tail_mean(runs, "reward/frac_zero_std"),
                 "stop_rule_fired_at": stops,
                 "stop_rule_replayed_at": replayed,
-                "rule_never_fires_from": unfired_threshold({"stop_rule_replayed_at": replayed}),
+                "rule_never_fires_from": unfired_threshold(replayed),
                 **entropy_noise_and_trend(entropies),
                 "curve": {"rollouts": xs, "mean": mean, "seeds": seeds},
             }  # fmt: skip
@@ -332,12 +332,12 @@ def replayed_stop(entropies: list[float], threshold: float = 1.0) -> int | None:
     return fired if fired is not None and fired < len(entropies) else None
 
 
-def unfired_threshold(arm: dict[str, Any]) -> float | None:
-    """The smallest replayed τ at which the rule fires on none of the arm's seeds. A
+def unfired_threshold(replayed: dict[str, list[int | None]]) -> float | None:
+    """The smallest replayed τ at which the rule fires on none of an arm's seeds
+    (``replayed``: per τ, each seed's firing step). A
     rule that never fires changes nothing (the rollout seeds depend only on the seed
     and the step), so an SFPO arm without its rule is, bit for bit, SFPO with the rule
     at this τ or any larger one."""
-    replayed = arm["stop_rule_replayed_at"]
     return next((t for t in REPLAY_THRESHOLDS
                  if not any(replayed[f"{t:g}"])), None)  # fmt: skip
 

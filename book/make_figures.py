@@ -183,17 +183,20 @@ def _fewer(a: dict[str, Any]) -> str:
         return "never"
     per_seed = a.get("fewer_rollouts_per_seed", [])
     reached = [x for x in per_seed if x is not None]
-    low, high = (f"{min(reached):.1f}", f"{max(reached):.1f}") if reached else ("", "")
-    spread = (
-        [low if low == high else f"{low}–{high}"]
-        if reached and len(per_seed) > 1
-        else []
-    )
+    spread = []
+    if reached and len(per_seed) > 1:
+        low, high = f"{min(reached):.1f}", f"{max(reached):.1f}"
+        spread.append(low if low == high else f"{low}–{high}")
     if (never := len(per_seed) - len(reached)) > 0:
-        spread.append(f"{never} seed{'s' * (never != 1)} never")
+        spread.append(f"{_seeds(never)} never")
     return f"{a['fewer_rollouts_than_grpo']:.2f}" + (
         f" ({'; '.join(spread)})" if spread else ""
     )
+
+
+def _seeds(n: int) -> str:
+    """'1 seed', '3 seeds'."""
+    return f"{n} seed{'s' * (n != 1)}"
 
 
 def _reach(a: dict[str, Any]) -> str:
@@ -209,7 +212,7 @@ def regime_reading(grid: dict[str, Any], noise: list[dict] = ()) -> list[str]:
     rule on pure noise per τ, for the reading of the no-rule control."""
     lines = []
     for lr, cell in sorted(grid.items(), key=lambda kv: float(kv[0])):
-        arms, met = cell["arms"], cell.get("meets_target", [])
+        arms, met = cell["arms"], cell.get("meets_target", {})
         sfpo = {n: a for n, a in arms.items() if n.startswith("sfpo")}
         low, high = (
             min(a["seeds"] for a in arms.values()),
@@ -218,7 +221,7 @@ def regime_reading(grid: dict[str, Any], noise: list[dict] = ()) -> list[str]:
         seeds = (
             f"{low}–{high} seeds per arm"
             if low < high
-            else f"{low} seed{'s' * (low != 1)} in every arm"
+            else f"{_seeds(low)} in every arm"
         )
         label = plotting.REGIME_LABELS
         if met:
@@ -250,8 +253,7 @@ def regime_reading(grid: dict[str, Any], noise: list[dict] = ()) -> list[str]:
                 on_grpo = [str(s) for s in replayed if s is not None] or ["never"]
                 verdict += (
                     "; replayed on GRPO's own entropy (no SFPO involved), the same rule "
-                    f"fires at step {', '.join(on_grpo)} ({len(replayed)} "
-                    f"seed{'s' * (len(replayed) != 1)})"
+                    f"fires at step {', '.join(on_grpo)} ({_seeds(len(replayed))})"
                 )
                 if (jitter := arms["grpo"].get("entropy_step_noise")) is not None:
                     trend = arms["grpo"]["entropy_trend_per_step"]
@@ -280,8 +282,8 @@ def _unfired_reading(free: dict[str, Any], noise: list[dict], meets: bool) -> st
         return text + "Its entropy triggers the rule at every τ replayed."
     share = next(n["fired_share"] for n in noise if n["stop_threshold"] == tau)
     text += (
-        f"Its entropy never triggers the rule at τ ≥ {tau:g} ({free['seeds']} seed"
-        f"{'s' * (free['seeds'] != 1)}), so these runs are also SFPO with that rule, bit "
+        f"Its entropy never triggers the rule at τ ≥ {tau:g} ({_seeds(free['seeds'])}), "
+        "so these runs are also SFPO with that rule, bit "
         f"for bit; on pure noise that rule fires in {_percent(share)} of "
         f"{noise[0]['steps']}-step runs."
     )
@@ -500,6 +502,7 @@ def measured_page(results: Path, path: Path) -> None:
         )
         planned = len(r["lrs"]) * len(r["arms"]) * r["planned_seeds"]
         progress = f" (in progress: {runs} of {planned} runs)" if runs < planned else ""
+        noise = r.get("stop_rule_on_noise", [])
         lines += [
             f"### The regime map{progress}", "",
             f"`bench/rollouts_to_target.py --regime`: task `{r['config']['task']}`, "
@@ -511,8 +514,8 @@ def measured_page(results: Path, path: Path) -> None:
             "seed-mean accuracy at that learning rate, over the arm's. The figure is "
             "`regime_map.png`. The target: an SFPO arm reaches GRPO's best with ≥ 2× fewer "
             "rollouts and ends at or above GRPO×(K+1)'s final accuracy.", "",
-            *regime_reading(r["map"], r.get("stop_rule_on_noise", [])),
-            *([noise_reading(r["stop_rule_on_noise"])] if "stop_rule_on_noise" in r else []),
+            *regime_reading(r["map"], noise),
+            *([noise_reading(noise)] if noise else []),
             "",
             "```{figure} figures/regime_map.png", ":width: 100%", "",
             "The regime map: per learning rate and arm, best (●) and final (○) held-out "

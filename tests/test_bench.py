@@ -169,13 +169,17 @@ def test_the_regime_stop_rule_replayed_by_hand():
     assert rtt.replayed_stop([1.0] * 8 + [2.0, 1.0], threshold=2.7) is None
     # the smallest τ at which no seed fires: with it, a run without its rule is that
     # rule's run bit for bit
-    arm = {"stop_rule_replayed_at": {"1": [9, None], "1.5": [None, 12], "2": [None, None],
-                                     "2.5": [None, None]}}  # fmt: skip
-    assert rtt.unfired_threshold(arm) == 2.0
-    arm["stop_rule_replayed_at"]["2.5"] = [3, None]  # (not monotone: made up)
-    assert rtt.unfired_threshold(arm) == 2.0
-    arm["stop_rule_replayed_at"] = {t: [5] for t in ("1", "1.5", "2", "2.5")}
-    assert rtt.unfired_threshold(arm) is None
+    replayed = {
+        "1": [9, None],
+        "1.5": [None, 12],
+        "2": [None, None],
+        "2.5": [None, None],
+    }
+    assert rtt.unfired_threshold(replayed) == 2.0
+    replayed["2.5"] = [3, None]  # (not monotone: made up)
+    assert rtt.unfired_threshold(replayed) == 2.0
+    replayed = {t: [5] for t in ("1", "1.5", "2", "2.5")}
+    assert rtt.unfired_threshold(replayed) is None
 
 
 def test_entropy_noise_and_trend_by_hand():
