@@ -106,8 +106,12 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-# Small enough for a 2-core CPU (timings in the README); `--quick` is a smoke-sized preset.
-DEMO = SFPOConfig(num_steps=10, num_prompts=2, group_size=8, eval_every=5, save_every=5)
+# The demo is one cell of the regime map (bench/results/regime_map.json): lr 3e-4 on
+# arithmetic-mix, where the multi-pass arms lead early while their entropy falls far
+# below GRPO's, the collapse after which they end below it. 12 steps show the lead and
+# the fall within 15 min on a 2-core CPU (README); `--quick` is a smoke-sized preset.
+DEMO = SFPOConfig(task="arithmetic-mix", lr=3e-4, num_steps=12, num_prompts=2,
+                  group_size=8, eval_every=3, save_every=3)  # fmt: skip
 QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
              eval_every=2, num_eval_prompts=8, save_every=0)  # fmt: skip
 
@@ -162,10 +166,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 # What `compare` prints after its table: how to read it, then three things to do next.
 NEXT_STEPS = """
 Reading the table: reward is the fraction of sampled completions that were right (noisy, from the
-same prompts for every arm); held-out acc is greedy accuracy on unseen problems at the first and
-last evaluation; one seed, so differences of a few points are noise.
+same prompts for every arm); entropy is the policy's mean per-token entropy on them, and one that
+falls far below GRPO's is the collapse after which multi-pass arms stop improving; held-out acc is
+greedy accuracy on unseen problems at the first and last evaluation; one seed, so differences of a
+few points are noise.
 Next:
-  1. open {figure}: held-out accuracy and sampled reward per step;
+  1. open {figure}: held-out accuracy, sampled reward and entropy per step;
   2. notebooks/05_train_grpo_vs_sfpo.ipynb and 06_reading_the_dashboards.ipynb read runs like these;
   3. sfpo-edu eval {run}   (held-out accuracy of a run's checkpoint, on more problems)."""
 

@@ -300,20 +300,25 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
 
 
 def comparison_table(runs: dict[str, Run]) -> str:
-    """Reward at the start and end, held-out accuracy, rollouts and time per arm."""
+    """Reward and entropy at the start and end (means of 3 steps), held-out accuracy,
+    rollouts and time per arm."""
     names = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo": "SFPO"}
-    head = (f"{'arm':<12}{'reward first→last 3 steps':>28}{'held-out acc':>16}"
-            f"{'rollouts':>10}{'minutes':>9}")  # fmt: skip
+    head = (f"{'arm':<12}{'reward first→last 3 steps':>28}{'entropy':>14}"
+            f"{'held-out acc':>16}{'rollouts':>10}{'minutes':>9}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for algo, run in runs.items():
-        _, reward = run.series("reward/mean")
+        first_last = []
+        for key in ("reward/mean", "sfpo/entropy"):
+            _, y = run.series(key)
+            first_last.append(
+                f"{sum(y[:3]) / 3:.2f} → {sum(y[-3:]) / 3:.2f}" if y else "n/a"
+            )
         _, acc = run.series("eval/accuracy")
-        first, last = sum(reward[:3]) / 3, sum(reward[-3:]) / 3
         acc_text = f"{acc[0]:.2f}→{acc[-1]:.2f}" if acc else "n/a"
         used = max(r.get("rollouts/total", 0) for r in run.metrics)
         minutes = run.config.get("extra", {}).get("wall_s", float("nan")) / 60
         lines.append(
-            f"{names.get(algo, algo):<12}{f'{first:.2f} → {last:.2f}':>28}"
+            f"{names.get(algo, algo):<12}{first_last[0]:>28}{first_last[1]:>14}"
             f"{acc_text:>16}{used:>10}{minutes:>9.1f}"
         )
     return "\n".join(lines)

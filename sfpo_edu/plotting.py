@@ -699,27 +699,25 @@ def plot_toy_learning_curves(
 
 
 def comparison_figure(runs: dict[str, Any]) -> Figure:
-    """The figure of ``sfpo-edu compare``: held-out accuracy (left) and sampled reward
-    (right) per outer step, one line per arm (``runs``: arm → run); every arm samples
-    the same number of rollouts per step."""
-    fig, (acc_ax, reward_ax) = new_figure((13, 4.6), 1, 2)
+    """The figure of ``sfpo-edu compare``: held-out accuracy, sampled reward and the
+    policy entropy the stop rule watches, per outer step, one line per arm (``runs``:
+    arm → run); every arm samples the same number of rollouts per step."""
+    fig, axes = new_figure((17, 4.6), 1, 3)
     groups = {algo: [run] for algo, run in runs.items()}
-    plot_learning_curves(groups, "eval/accuracy", x="step", ax=acc_ax)
-    plot_learning_curves(groups, "reward/mean", x="step", ax=reward_ax)
+    titles = {
+        "eval/accuracy": "held-out greedy accuracy, {num_eval_prompts} problems",
+        "reward/mean": "reward of the sampled completions (noisy)",
+        "sfpo/entropy": "policy entropy (sfpo/entropy, the stop rule's signal)",
+    }
     cfg = next(iter(runs.values())).config
     per_step = cfg["num_prompts"] * cfg["group_size"]
-    acc_ax.set(
-        title=f"held-out greedy accuracy, {cfg['num_eval_prompts']} problems",
-        ylabel="eval/accuracy",
-    )
-    reward_ax.set(
-        title="reward of the sampled completions (noisy)", ylabel="reward/mean"
-    )
-    for ax in (acc_ax, reward_ax):
+    for ax, (key, title) in zip(axes, titles.items(), strict=True):
+        plot_learning_curves(groups, key, x="step", ax=ax)
+        ax.set(title=title.format(**cfg), ylabel=key)
         ax.set_xlabel(f"outer step s ({per_step} rollouts each, every arm)")
     fig.suptitle(
         f"{cfg['model']} on {cfg['task']}, K = {cfg['num_fast_steps']}, "
-        f"α = {cfg['alpha']}: {curves_title([1] * len(runs), None)}"
+        f"α = {cfg['alpha']}, lr = {cfg['lr']:g}: {curves_title([1] * len(runs), None)}"
     )
     return fig
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sfpo_edu.metrics import RunLogger, atomic_write_text, load_run
+from sfpo_edu.metrics import RunLogger, atomic_write_text, comparison_table, load_run
 
 
 def test_log_and_load(tmp_path):
@@ -64,3 +64,21 @@ def test_old_grpo_runs_read_their_one_pass_as_pass(tmp_path):
         "sfpo/alpha": 0.0,
     }
     assert "slow/loss" in load_run(tmp_path / "sfpo").metrics[0]  # SFPO keeps its name
+
+
+def test_comparison_table_gives_reward_and_entropy_first_and_last_three_steps(tmp_path):
+    runs = {}
+    for algo, fall in (("grpo", 0.0), ("sfpo", 0.1)):
+        logger = RunLogger(
+            tmp_path / algo, config={"algo": algo, "extra": {"wall_s": 90}}
+        )
+        for s in range(6):
+            row = {"reward/mean": s / 10, "sfpo/entropy": 0.9 - fall * s}
+            acc = {0: {"eval/accuracy": 0.25}, 5: {"eval/accuracy": 0.5}}.get(s, {})
+            logger.log({"step": s, **row, "rollouts/total": 16 * (s + 1), **acc})
+        runs[algo] = load_run(tmp_path / algo)
+    lines = comparison_table(runs).splitlines()
+    assert "entropy" in lines[0]
+    # reward: mean of steps 0-2 = 0.1, of steps 3-5 = 0.4; entropy 0.9 - 0.1 * (1, 4)
+    assert lines[2].split() == ["GRPO", "0.10", "→", "0.40", "0.90", "→", "0.90", "0.25→0.50", "96", "1.5"]  # fmt: skip
+    assert lines[3].split() == ["SFPO", "0.10", "→", "0.40", "0.80", "→", "0.50", "0.25→0.50", "96", "1.5"]  # fmt: skip

@@ -306,23 +306,27 @@ def test_one_seed_curves_do_not_claim_a_mean_or_a_band(tmp_path):
     assert "mean" not in title and "shaded" not in title and "one seed" in title
 
 
-def test_demo_figure_shows_held_out_accuracy_and_sampled_reward(tmp_path):
+def test_demo_figure_shows_held_out_accuracy_sampled_reward_and_entropy(tmp_path):
     config = {"num_prompts": 2, "group_size": 8, "num_eval_prompts": 32,
               "model": "smollm2-135m", "task": "arithmetic", "num_fast_steps": 3,
-              "alpha": 0.8}  # fmt: skip
+              "alpha": 0.8, "lr": 3e-4}  # fmt: skip
     rows = [{"step": s, "rollouts/total": 16 * (s + 1), "reward/mean": 0.1 * s,
+             "sfpo/entropy": 0.9 - 0.05 * s,
              "eval/accuracy": 0.3 + 0.05 * s if s % 5 == 0 else None}
             for s in range(11)]  # fmt: skip
     runs = {a: write_run(tmp_path / a, a, rows, config) for a in ("grpo", "sfpo")}
     fig = render(plotting.comparison_figure(runs))
-    acc, reward = fig.axes
+    acc, reward, entropy = fig.axes
     assert "held-out greedy accuracy" in acc.get_title()
-    assert "sampled" in reward.get_title()
+    assert "sampled" in reward.get_title() and "entropy" in entropy.get_title()
     (line,) = [a for a in by_gid(fig, "mean:SFPO") if a.axes is acc]
     assert list(line.get_xdata()) == [0, 5, 10]  # the evaluations only
+    (line,) = [a for a in by_gid(fig, "mean:SFPO") if a.axes is entropy]
+    assert line.get_ydata()[-1] == pytest.approx(0.4)  # every step
     assert len([a for a in by_gid(fig, "mean:SFPO") if a.axes is reward]) == 1
     title = fig.get_suptitle()
     assert "one seed" in title and "mean" not in title and "shaded" not in title
+    assert "lr = 0.0003" in title
 
 
 def test_regime_map_draws_every_cell_with_its_spread():
