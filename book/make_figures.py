@@ -182,12 +182,14 @@ def _fewer(a: dict[str, Any]) -> str:
     if a["rollouts_to_target"] is None:
         return "never"
     per_seed = a.get("fewer_rollouts_per_seed", [])
-    reached = [x for x in per_seed if x is not None]
+    reached = [x for x in per_seed if x is not None and x != float("inf")]
     spread = []
     if reached and len(per_seed) > 1:
         low, high = f"{min(reached):.1f}", f"{max(reached):.1f}"
         spread.append(low if low == high else f"{low}–{high}")
-    if (never := len(per_seed) - len(reached)) > 0:
+    if at_start := per_seed.count(float("inf")):  # its held-out start is above the bar
+        spread.append(f"{_seeds(at_start)} there at step 0")
+    if never := per_seed.count(None):
         spread.append(f"{_seeds(never)} never")
     return f"{a['fewer_rollouts_than_grpo']:.2f}" + (
         f" ({'; '.join(spread)})" if spread else ""
@@ -509,9 +511,12 @@ def measured_page(results: Path, path: Path) -> None:
             f"{r['config']['num_steps']} steps of {r['config']['num_prompts']} prompts × "
             f"$G$ = {r['config']['group_size']}; held-out accuracy on "
             f"{r['config']['num_eval_prompts']} problems every {r['config']['eval_every']} "
-            f"steps; {r['planned_seeds']} seeds planned per cell, the *seeds* column says "
-            "how many are finished. *× fewer*: GRPO's rollouts to its best smoothed "
-            "seed-mean accuracy at that learning rate, over the arm's. The figure is "
+            f"steps; {r['planned_seeds']} seeds per cell"
+            + (", the *seeds* column says how many are finished" if progress else "")
+            + ". *× fewer*: GRPO's rollouts to its best smoothed seed-mean accuracy at "
+            "that learning rate, over the arm's; in brackets, the same ratio on each "
+            "seed's own curve (a seed whose held-out start is already above GRPO's best "
+            "is *there at step 0*). The figure is "
             "`regime_map.png`. The target: an SFPO arm reaches GRPO's best with ≥ 2× fewer "
             "rollouts and ends at or above GRPO×(K+1)'s final accuracy.", "",
             *regime_reading(r["map"], noise),

@@ -747,7 +747,7 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
     Per learning rate (x) and arm (colour): best (●) and final (○) held-out accuracy,
     seed mean with the seeds' range; how many times fewer rollouts than GRPO the arm
     needs to reach GRPO's best (bar: the seed-mean curve, whisker: the range over the
-    seeds that got there); and the policy entropy over the last five steps. ``n`` is
+    seeds that got there after step 0); and the policy entropy over the last five steps. ``n`` is
     the number of seeds finished in the cell. Defined in :doc:`results`.
     """
     lrs = sorted(grid, key=float)
@@ -776,7 +776,8 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
                 )
             ratio = cell["fewer_rollouts_than_grpo"] or 0.0
             fewer.bar(x, ratio, width, color=color)
-            reached = [r for r in cell.get("fewer_rollouts_per_seed", []) if r]
+            per_seed = cell.get("fewer_rollouts_per_seed", [])
+            reached = [r for r in per_seed if r and r != float("inf")]  # inf: at step 0
             if len(reached) > 1:
                 fewer.vlines(x, min(reached), max(reached), color="black", lw=1)
             label, turn = (f"{ratio:.1f}", 0) if ratio else ("never", 90)

@@ -125,6 +125,9 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
     # equal per-seed ratios are one number; several seeds that never reach, plural
     lone = arm(1.0, 0.4, [2.0, 2.0, None, None], seeds=4)
     assert make_figures._fewer(lone) == "1.00 (2.0; 2 seeds never)"
+    # a seed that starts above GRPO's best (ratio inf) is named, not a range's end
+    early_seed = arm(0.9, 0.4, [1.8, float("inf"), None], seeds=3)
+    assert make_figures._fewer(early_seed) == "0.90 (1.8; 1 seed there at step 0; 1 seed never)"  # fmt: skip
     assert "not enough finished arms" in early and "(1 seed in" in early
 
 
