@@ -21,11 +21,11 @@ GRPO×(K+1), SFPO α = 0.5 and 0.8 with the ``rise`` stop rule at ω = 8 so it c
 within 20 steps, GRPO at lr × (1 + αK) = 3.4 lr, "is SFPO just a bigger step?", and SFPO
 α = 0.8 without its stop rule, which separates the rule from the reposition) ×
 ``--seeds`` seeds on ``arithmetic-mix``, 20 steps of 2 prompts × G = 8, held-out greedy
-accuracy on 32 problems every 2 steps. Cost on the idle 2-core CPU, from
-bench/results/step_cost.json: a GRPO run about 4 minutes, a multi-pass run about 8
-(each 11 evaluations ≈ 1 minute included), so one seed of one learning rate ≈ 40
-minutes and the full 3 × 3 grid ≈ 6 hours of one core (two copies: about 3 hours on
-the idle 2-core CPU; seed 0 of two learning rates took 90 minutes): it spans sessions. Runs go to
+accuracy on 32 problems every 2 steps. Planned from bench/results/step_cost.json at
+about 6 hours of one core; measured, as two niced copies of one thread each on the
+2-core CPU, often beside other work: 9.3 hours of training steps over the 54 runs (5–7
+minutes a GRPO run, 11–14 a multi-pass run, evaluations not counted), about 6 1/4 hours
+of wall-clock over three sessions. Runs go to
 ``data/runs/regime_map/lr<lr>/<arm>-s<seed>``; seeds are the outer loop, so a partial
 sweep has every cell at nearly the same seed count; ``--no-train`` reports what is done.
 The report also replays the rule (``sfpo.replay_stop_rule``) at τ = 1, 1.5, 2, 2.5 on every
