@@ -378,8 +378,11 @@ DASHBOARD = [
 
 
 def run_label(run: Run) -> str:
-    """'<algo> · <folder name>'."""
-    return f"{run.config.get('algo', '?')} · {run.name}"
+    """What the run is (``arm_label``), then its folder unless the folder is only named
+    after the algorithm, as ``sfpo-edu compare`` names them: ``SFPO α=0.8 · sfpo-s0``,
+    or ``SFPO α=0.8`` for ``demo-cpu/sfpo``."""
+    label = arm_label(run.config)
+    return label if run.name == run.config.get("algo") else f"{label} · {run.name}"
 
 
 # how a setting reads in a label: K=3, η=0.0003, G=8 ...

@@ -124,22 +124,26 @@ def test_drift_dashboard_marks_the_stop_and_says_not_logged(tmp_path):
     ]  # fmt: skip
     grpo_rows = [{"step": s, "update/norm": 0.2} for s in range(6)]
     runs = [
-        write_run(tmp_path / "a", "sfpo", sfpo_rows, {"stop_threshold": 1.0}),
-        write_run(tmp_path / "b", "grpo", grpo_rows),
+        write_run(
+            tmp_path / "a", "sfpo", sfpo_rows, {"stop_threshold": 1.0, "alpha": 0.8}
+        ),
+        write_run(tmp_path / "grpo", "grpo", grpo_rows),
     ]
     fig = render(plotting.plot_drift_dashboard(runs))
     assert isinstance(fig, Figure)
     (drift,) = by_gid(fig, "sfpo/drift_norm|a")
     assert list(drift.get_ydata()) == [0.4, 0.4, 0.4, 0.0, 0.0, 0.0]
-    assert len(by_gid(fig, "update/norm|b")) == 1  # GRPO shares the update axes
+    assert len(by_gid(fig, "update/norm|grpo")) == 1  # GRPO shares the update axes
     stops = by_gid(fig, "stop|a")
     assert stops and all(list(s.get_xdata()) == [3, 3] for s in stops)
-    assert not by_gid(fig, "stop|b")
+    assert not by_gid(fig, "stop|grpo")
     (z,) = by_gid(fig, "sfpo/entropy_z|a")
     assert list(z.get_xdata()) == [2, 3, 4, 5]  # nulls are skipped
     # slow_step_norm, cos_fast_slow, entropy, reposition_norm were never logged
     assert len(by_gid(fig, "not_logged")) == 4
-    assert "sfpo · a" in [t.get_text() for t in fig.legends[0].get_texts()]
+    # the course's names, and the folder only where it says more than the algorithm
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["SFPO α=0.8 · a", "GRPO"]
 
 
 def test_drift_dashboard_colours_match_the_learning_curves(tmp_path):
