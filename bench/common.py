@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -36,8 +37,19 @@ def write_result(name: str, result: dict[str, Any], out_dir: str | None = None) 
     folder = Path(out_dir) if out_dir else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    path.write_text(
-        json.dumps({"environment": environment()} | result, indent=2) + "\n"
-    )
+    text = json.dumps(_strict({"environment": environment()} | result), indent=2)
+    path.write_text(text + "\n")
     print(f"\nwritten: {path}")
     return path
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: strict JSON has
+    neither (``json`` would write ``NaN`` / ``Infinity``, which other readers reject)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value

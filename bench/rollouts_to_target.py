@@ -279,10 +279,10 @@ def regime_report(
             xs, seeds = eval_curve(runs)
             mean = [sum(v) / len(v) for v in zip(*seeds, strict=True)]
             reach = first_reach(xs, smooth(mean), target)
-            # the same target on each seed's own curve: the spread of the ratio
-            per_seed = [
-                ratio(grpo_reach, first_reach(xs, smooth(v), target)) for v in seeds
-            ]
+            # the same target on each seed's own curve: the spread of the ratio. A seed
+            # whose held-out start is already at the target (0 rollouts) has no ratio.
+            seed_reach = [first_reach(xs, smooth(v), target) for v in seeds]
+            per_seed = [ratio(grpo_reach, r) if r else None for r in seed_reach]
             best, final = [max(v) for v in seeds], [v[-1] for v in seeds]
             stops = [next((r["step"] for r in run.metrics if r.get("sfpo/stopped")), None)
                      for run in runs]  # fmt: skip
@@ -296,7 +296,8 @@ def regime_report(
                           "max": max(final)},
                 "rollouts_to_target": reach,
                 "fewer_rollouts_than_grpo": ratio(grpo_reach, reach),
-                "fewer_rollouts_per_seed": per_seed,
+                "rollouts_to_target_per_seed": seed_reach,  # None: never; 0: at the start
+                "fewer_rollouts_per_seed": per_seed,  # None: never, or at the start
                 "entropy_last5": tail_mean(runs, "sfpo/entropy"),
                 "zero_std_groups_last5": tail_mean(runs, "reward/frac_zero_std"),
                 "stop_rule_fired_at": stops,

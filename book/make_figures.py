@@ -181,15 +181,15 @@ def _fewer(a: dict[str, Any]) -> str:
     """× fewer rollouts of the seed-mean curve, with the per-seed range."""
     if a["rollouts_to_target"] is None:
         return "never"
-    per_seed = a.get("fewer_rollouts_per_seed", [])
-    reached = [x for x in per_seed if x is not None and x != float("inf")]
+    reach = a.get("rollouts_to_target_per_seed", [])
+    reached = [x for x in a.get("fewer_rollouts_per_seed", []) if x is not None]
     spread = []
-    if reached and len(per_seed) > 1:
+    if reached and len(reach) > 1:
         low, high = f"{min(reached):.1f}", f"{max(reached):.1f}"
         spread.append(low if low == high else f"{low}–{high}")
-    if at_start := per_seed.count(float("inf")):  # its held-out start is above the bar
+    if at_start := reach.count(0):  # its held-out start is already at GRPO's best
         spread.append(f"{_seeds(at_start)} there at step 0")
-    if never := per_seed.count(None):
+    if never := reach.count(None):
         spread.append(f"{_seeds(never)} never")
     return f"{a['fewer_rollouts_than_grpo']:.2f}" + (
         f" ({'; '.join(spread)})" if spread else ""

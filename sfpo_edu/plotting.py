@@ -779,8 +779,7 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
                 )
             ratio = cell["fewer_rollouts_than_grpo"] or 0.0
             fewer.bar(x, ratio, width, color=color)
-            per_seed = cell.get("fewer_rollouts_per_seed", [])
-            reached = [r for r in per_seed if r and r != float("inf")]  # inf: at step 0
+            reached = [r for r in cell.get("fewer_rollouts_per_seed", []) if r]
             if len(reached) > 1:
                 fewer.vlines(x, min(reached), max(reached), color="black", lw=1)
             label, turn = (f"{ratio:.1f}", 0) if ratio else ("never", 90)

@@ -147,6 +147,17 @@ def _rollouts_to_target():
     return rtt
 
 
+def test_results_are_strict_json(tmp_path):
+    write_result = _rollouts_to_target().write_result  # bench/common.py's
+    result = {"a": float("nan"), "b": [float("inf"), 1.0], "c": {"d": -float("inf")}}
+    text = write_result("strict", result, str(tmp_path)).read_text()
+    assert (
+        "NaN" not in text and "Infinity" not in text
+    )  # other JSON readers reject them
+    data = json.loads(text)
+    assert (data["a"], data["b"], data["c"]) == (None, [None, 1.0], {"d": None})
+
+
 def test_the_regime_stop_rule_replayed_by_hand():
     rtt = _rollouts_to_target()
     assert rtt.REGIME_STOP == {"stop_rule": "rise", "stop_window": 8}
@@ -216,11 +227,18 @@ def test_regime_report_by_hand():
         "sfpo_a0.8": runs([0.2, 0.8, 0.3]),
         # as sfpo_a0.5, but without its stop rule: a control, never "meets the target"
         "sfpo_a0.8_nostop": runs([0.2, 0.8, 0.8], [0.2, 0.4, 0.6]),
+        # seed 0 starts above the target (0 rollouts: no ratio), seed 1 reaches it at 64
+        "grpo_lr_x3.4": runs([0.4, 0.4, 0.4], [0.2, 0.4, 0.6]),
     }}, min_seeds=1)["1e-4"]  # fmt: skip
     assert report["target_heldout_accuracy"] == pytest.approx(1.1 / 3)
     a05 = report["arms"]["sfpo_a0.5"]
     assert a05["rollouts_to_target"] == 32 and a05["fewer_rollouts_than_grpo"] == 2
     assert a05["fewer_rollouts_per_seed"] == [2.0, 1.0]
+    assert a05["rollouts_to_target_per_seed"] == [32, 64]
+    big = report["arms"]["grpo_lr_x3.4"]
+    assert big["rollouts_to_target_per_seed"] == [0, 64]
+    assert big["fewer_rollouts_per_seed"] == [None, 1.0]
+    json.dumps(report, allow_nan=False)  # strict JSON: no Infinity, no NaN
     assert a05["final"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8})
     assert a05["stop_rule_fired_at"] == [4, 4]
     # three entropies cannot fill the rule's window of 8: the replay never fires

@@ -77,9 +77,11 @@ def test_step_costs_have_one_source(make_figures, tmp_path):
 
 
 def test_the_regime_reading_follows_the_numbers(make_figures):
-    def arm(fewer, final, per_seed=(), seeds=3, stops=()):
+    def arm(fewer, final, per_seed=(), seeds=3, stops=(), reach=None):
+        reach = reach or [None if p is None else 32 for p in per_seed]
         return {"seeds": seeds, "rollouts_to_target": None if fewer is None else 32,
                 "fewer_rollouts_than_grpo": fewer, "fewer_rollouts_per_seed": list(per_seed),
+                "rollouts_to_target_per_seed": reach,
                 "final": {"mean": final, "min": final, "max": final},
                 "stop_rule_fired_at": list(stops) or [None] * seeds}  # fmt: skip
 
@@ -125,8 +127,8 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
     # equal per-seed ratios are one number; several seeds that never reach, plural
     lone = arm(1.0, 0.4, [2.0, 2.0, None, None], seeds=4)
     assert make_figures._fewer(lone) == "1.00 (2.0; 2 seeds never)"
-    # a seed that starts above GRPO's best (ratio inf) is named, not a range's end
-    early_seed = arm(0.9, 0.4, [1.8, float("inf"), None], seeds=3)
+    # a seed whose start is already at GRPO's best (0 rollouts, no ratio) is named
+    early_seed = arm(0.9, 0.4, [1.8, None, None], seeds=3, reach=[160, 0, None])
     assert make_figures._fewer(early_seed) == "0.90 (1.8; 1 seed there at step 0; 1 seed never)"  # fmt: skip
     assert "not enough finished arms" in early and "(1 seed in" in early
 
@@ -154,6 +156,7 @@ def test_the_no_rule_control_is_read_as_the_rule_that_never_fired(make_figures):
              for t, p in [(1.0, 0.962), (2.0, 0.168)]]  # fmt: skip
     free = {"seeds": 3, "rollouts_to_target": 32, "fewer_rollouts_than_grpo": 2.5,
             "fewer_rollouts_per_seed": [2.0, 3.0, 2.0], "rule_never_fires_from": 2.0,
+            "rollouts_to_target_per_seed": [32, 32, 32],
             "final": {"mean": 0.6, "min": 0.5, "max": 0.7},
             "stop_rule_fired_at": [None] * 3}  # fmt: skip
     other = free | {"fewer_rollouts_than_grpo": 1.0, "final": {"mean": 0.5}}

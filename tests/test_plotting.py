@@ -342,7 +342,7 @@ def test_regime_map_draws_every_cell_with_its_spread():
     grid = {
         "0.0003": {"arms": {"grpo": cell(1.0, [1.0, 1.0, 1.0]), "grpo_multi": cell(1.5, []),
                             "sfpo_a0.5": cell(2.5, [2.0, 3.0, None]),
-                            "sfpo_a0.8": cell(0.9, [1.8, float("inf"), None])}},
+                            "sfpo_a0.8": cell(0.9, [1.8, None, None])}},
         "3e-05": {"arms": {"grpo": cell(1.0, [1.0], seeds=1),
                            "sfpo_a0.5": cell(None, [None], seeds=1)}},
     }  # fmt: skip
@@ -354,7 +354,7 @@ def test_regime_map_draws_every_cell_with_its_spread():
     texts = [t.get_text() for t in fewer.texts]
     assert "never" in texts and "2.5" in texts
     # a whisker only where two or more seeds reached the target after step 0: GRPO and
-    # SFPO α = 0.5 at 3e-4 (α = 0.8 has one seed there at step 0, ratio inf)
+    # SFPO α = 0.5 at 3e-4 (α = 0.8 has one ratio: a seed at the start has none)
     whiskers = [c.get_segments()[0][:, 1].tolist() for c in fewer.collections]
     assert whiskers == [[1.0, 1.0], [2.0, 3.0]]
     assert sorted(t.get_text() for t in entropy.texts) == ["n=1", "n=1"] + ["n=3"] * 4
