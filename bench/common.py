@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from sfpo_edu.metrics import strict_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,19 +38,7 @@ def write_result(name: str, result: dict[str, Any], out_dir: str | None = None) 
     folder = Path(out_dir) if out_dir else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    text = json.dumps(_strict({"environment": environment()} | result), indent=2)
+    text = json.dumps(strict_json({"environment": environment()} | result), indent=2)
     path.write_text(text + "\n")
     print(f"\nwritten: {path}")
     return path
-
-
-def _strict(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None: strict JSON has
-    neither (``json`` would write ``NaN`` / ``Infinity``, which other readers reject)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value

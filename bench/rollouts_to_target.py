@@ -252,10 +252,12 @@ def regime_runs(
 
 
 def ratio(grpo_reach: float | None, reach: float | None) -> float | None:
-    """GRPO's rollouts to its best over an arm's (None: the arm never got there)."""
-    if reach is None or grpo_reach is None:
-        return None
-    return grpo_reach / reach if reach else (1.0 if not grpo_reach else float("inf"))
+    """GRPO's rollouts to its best over an arm's. None where there is no ratio: the arm
+    never got there (``reach`` None), or was there at step 0 (``reach`` 0) while GRPO
+    was not; 1 where both were."""
+    if reach == 0 and grpo_reach == 0:
+        return 1.0
+    return grpo_reach / reach if reach and grpo_reach is not None else None
 
 
 def regime_report(
@@ -279,10 +281,9 @@ def regime_report(
             xs, seeds = eval_curve(runs)
             mean = [sum(v) / len(v) for v in zip(*seeds, strict=True)]
             reach = first_reach(xs, smooth(mean), target)
-            # the same target on each seed's own curve: the spread of the ratio. A seed
-            # whose held-out start is already at the target (0 rollouts) has no ratio.
+            # the same target on each seed's own curve: the spread of the ratio
             seed_reach = [first_reach(xs, smooth(v), target) for v in seeds]
-            per_seed = [ratio(grpo_reach, r) if r else None for r in seed_reach]
+            per_seed = [ratio(grpo_reach, r) for r in seed_reach]
             best, final = [max(v) for v in seeds], [v[-1] for v in seeds]
             stops = [next((r["step"] for r in run.metrics if r.get("sfpo/stopped")), None)
                      for run in runs]  # fmt: skip

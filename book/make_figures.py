@@ -191,9 +191,8 @@ def _fewer(a: dict[str, Any]) -> str:
         spread.append(f"{_seeds(at_start)} there at step 0")
     if never := reach.count(None):
         spread.append(f"{_seeds(never)} never")
-    return f"{a['fewer_rollouts_than_grpo']:.2f}" + (
-        f" ({'; '.join(spread)})" if spread else ""
-    )
+    head = "no ratio" if (x := a["fewer_rollouts_than_grpo"]) is None else f"{x:.2f}"
+    return head + (f" ({'; '.join(spread)})" if spread else "")
 
 
 def _seeds(n: int) -> str:
@@ -205,6 +204,8 @@ def _reach(a: dict[str, Any]) -> str:
     """How an arm does against GRPO's best, in words."""
     if a["rollouts_to_target"] is None:
         return "never reaches GRPO's best"
+    if a["fewer_rollouts_than_grpo"] is None:  # its seeds' mean starts there
+        return "is at GRPO's best from step 0"
     return f"needs {_fewer(a)}× fewer rollouts than GRPO to reach GRPO's best"
 
 

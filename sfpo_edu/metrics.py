@@ -152,6 +152,19 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, at any depth, replaced by None:
+    strict JSON has neither (``json`` would write ``NaN`` / ``Infinity``, which other
+    readers reject), so run files and results store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 class RunLogger:
     """Appends metrics and samples to a run folder, one durable line at a time."""
 
@@ -166,12 +179,7 @@ class RunLogger:
             )
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
-        # strict JSON has no NaN or infinity: such floats are stored as null
-        row = {
-            k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in row.items()
-        }
-        line = json.dumps(row)
+        line = json.dumps(strict_json(row))
         with open(self.run_dir / name, "a") as f:
             f.write(line + "\n")
             f.flush()

@@ -750,8 +750,8 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
     Per learning rate (x) and arm (colour): best (●) and final (○) held-out accuracy,
     seed mean with the seeds' range; how many times fewer rollouts than GRPO the arm
     needs to reach GRPO's best (bar: the seed-mean curve, whisker: the range over the
-    seeds that got there after step 0); and the policy entropy over the last five steps. ``n`` is
-    the number of seeds finished in the cell. Defined in :doc:`results`.
+    seeds that got there after step 0); and the policy entropy over the last five
+    steps. ``n`` is the number of seeds finished in the cell. Defined in :doc:`results`.
     """
     lrs = sorted(grid, key=float)
     arms = [a for a in REGIME_LABELS if any(a in grid[lr]["arms"] for lr in lrs)]
@@ -782,7 +782,8 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
             reached = [r for r in cell.get("fewer_rollouts_per_seed", []) if r]
             if len(reached) > 1:
                 fewer.vlines(x, min(reached), max(reached), color="black", lw=1)
-            label, turn = (f"{ratio:.1f}", 0) if ratio else ("never", 90)
+            no_ratio = "never" if cell["rollouts_to_target"] is None else "step 0"
+            label, turn = (f"{ratio:.1f}", 0) if ratio else (no_ratio, 90)
             fewer.text(
                 x,
                 ratio + 0.03,

@@ -147,6 +147,13 @@ def _rollouts_to_target():
     return rtt
 
 
+def test_the_rollout_ratio_has_no_infinity():
+    ratio = _rollouts_to_target().ratio
+    assert ratio(64, 32) == 2.0 and ratio(64, None) is None and ratio(None, 32) is None
+    assert ratio(64, 0) is None  # there at step 0, GRPO was not: no ratio
+    assert ratio(0, 0) == 1.0
+
+
 def test_results_are_strict_json(tmp_path):
     write_result = _rollouts_to_target().write_result  # bench/common.py's
     result = {"a": float("nan"), "b": [float("inf"), 1.0], "c": {"d": -float("inf")}}

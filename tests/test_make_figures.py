@@ -130,6 +130,10 @@ def test_the_regime_reading_follows_the_numbers(make_figures):
     # a seed whose start is already at GRPO's best (0 rollouts, no ratio) is named
     early_seed = arm(0.9, 0.4, [1.8, None, None], seeds=3, reach=[160, 0, None])
     assert make_figures._fewer(early_seed) == "0.90 (1.8; 1 seed there at step 0; 1 seed never)"  # fmt: skip
+    # an arm whose seed mean starts at GRPO's best has no ratio, and is not "never"
+    at_start = arm(None, 0.4, [None], seeds=1, reach=[0]) | {"rollouts_to_target": 0}
+    assert make_figures._fewer(at_start) == "no ratio (1 seed there at step 0)"
+    assert make_figures._reach(at_start) == "is at GRPO's best from step 0"
     assert "not enough finished arms" in early and "(1 seed in" in early
 
 

@@ -334,30 +334,35 @@ def test_demo_figure_shows_held_out_accuracy_sampled_reward_and_entropy(tmp_path
 
 
 def test_regime_map_draws_every_cell_with_its_spread():
-    def cell(fewer, per_seed, seeds=3):
+    def cell(fewer, per_seed, seeds=3, reach=None):
         d = {"mean": 0.5, "min": 0.4, "max": 0.6}
+        reach = reach if reach is not None or fewer is None else 32
         return {"seeds": seeds, "best": d, "final": d, "entropy_last5": 0.3,
-                "fewer_rollouts_than_grpo": fewer, "fewer_rollouts_per_seed": per_seed}  # fmt: skip
+                "rollouts_to_target": reach, "fewer_rollouts_than_grpo": fewer,
+                "fewer_rollouts_per_seed": per_seed}  # fmt: skip
 
     grid = {
         "0.0003": {"arms": {"grpo": cell(1.0, [1.0, 1.0, 1.0]), "grpo_multi": cell(1.5, []),
                             "sfpo_a0.5": cell(2.5, [2.0, 3.0, None]),
                             "sfpo_a0.8": cell(0.9, [1.8, None, None])}},
         "3e-05": {"arms": {"grpo": cell(1.0, [1.0], seeds=1),
-                           "sfpo_a0.5": cell(None, [None], seeds=1)}},
+                           "sfpo_a0.5": cell(None, [None], seeds=1),
+                           # at GRPO's best from step 0: no ratio, and not "never"
+                           "grpo_multi": cell(None, [None], seeds=1, reach=0)}},
     }  # fmt: skip
     fig = plotting.plot_regime_map(grid)
     acc, fewer, entropy = fig.axes
     # learning rates in numeric order on every panel
     assert [t.get_text() for t in fewer.get_xticklabels()] == ["lr 3e-05", "lr 0.0003"]
-    assert len(fewer.patches) == len(entropy.patches) == 6  # one bar per cell
+    assert len(fewer.patches) == len(entropy.patches) == 7  # one bar per cell
     texts = [t.get_text() for t in fewer.texts]
     assert "never" in texts and "2.5" in texts
+    assert texts.count("step 0") == 1 and texts.count("never") == 1
     # a whisker only where two or more seeds reached the target after step 0: GRPO and
     # SFPO α = 0.5 at 3e-4 (α = 0.8 has one ratio: a seed at the start has none)
     whiskers = [c.get_segments()[0][:, 1].tolist() for c in fewer.collections]
     assert whiskers == [[1.0, 1.0], [2.0, 3.0]]
-    assert sorted(t.get_text() for t in entropy.texts) == ["n=1", "n=1"] + ["n=3"] * 4
+    assert sorted(t.get_text() for t in entropy.texts) == ["n=1"] * 3 + ["n=3"] * 4
     # every arm in the legend once, also one missing at the first learning rate
     legend = [t.get_text() for t in acc.get_legend().get_texts()]
     assert legend == ["GRPO", "GRPO×(K+1)", "SFPO α = 0.5", "SFPO α = 0.8"]
