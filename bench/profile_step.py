@@ -8,13 +8,16 @@ Loads the policy as the trainer does, warms up with one step, then profiles one
 records the operators with the most self CPU time, grouped by input shapes (so the
 matrix products of the MLP, the attention projections, the LoRA adapters and the
 vocabulary head show apart), with their calls and share of the phase. Writes
-``bench/results/profile_step.json``. Run it on an idle machine: the shares are what
+``bench/results/profile_step.json``. Without the profiler it then times the update
+pass's forward + backward against the model's own part of it, which bounds what
+work on the logits can save. Run it on an idle machine: the shares are what
 is being measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from sfpo_edu.config import SFPOConfig  # noqa: E402
+from sfpo_edu.logprobs import _completion_logits, per_token_logps  # noqa: E402
 from sfpo_edu.losses import group_advantages  # noqa: E402
 from sfpo_edu.params import trainable_params  # noqa: E402
 from sfpo_edu.rewards import score_completions  # noqa: E402
@@ -51,6 +55,43 @@ def top_ops(prof: Any, rows: int) -> list[dict[str, Any]]:
         }
         for e in events
     ]
+
+
+def split_pass(
+    model: torch.nn.Module, batch: Any, temperature: float, repeats: int = 5
+) -> dict[str, float]:
+    """Median seconds of one pass's forward + backward (``per_token_logps`` with the
+    entropy, as the loss reads it) and of the model's part alone: its forward to the
+    completion logits and its backward from a given logits gradient. Alternating, no
+    profiler."""
+
+    def full() -> None:
+        logps, entropy = per_token_logps(
+            model, batch, temperature=temperature, with_entropy=True
+        )
+        (logps.sum() + entropy.sum()).backward()
+
+    def model_only() -> None:
+        logits = _completion_logits(model, batch)  # (B, T, V)
+        logits.backward(torch.zeros_like(logits))
+
+    times: dict[Any, list[float]] = {full: [], model_only: []}
+    for _ in range(repeats + 1):  # alternating, the first round warms up
+        for fn, seconds in times.items():
+            model.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    pass_all, model_all = (seconds[1:] for seconds in times.values())
+    pass_s, model_s = statistics.median(pass_all), statistics.median(model_all)
+    return {
+        "pass_s": pass_s,
+        "model_s": model_s,
+        "model_share": model_s / pass_s,
+        "pass_s_each": pass_all,
+        "model_s_each": model_all,
+    }
 
 
 def main() -> None:
@@ -99,6 +140,7 @@ def main() -> None:
             )
             wall = time.perf_counter() - t
         phases["update_pass"] = {"wall_s": wall, "ops": top_ops(prof, args.rows)}
+    phases["update_pass"]["split"] = split_pass(policy.model, batch, cfg.temperature)
     for name, phase in phases.items():
         print(
             f"\n{name}: {phase['wall_s']:.2f} s under the profiler "
@@ -110,6 +152,16 @@ def main() -> None:
                 f"{op['share']:>6.1%} {op['self_s']:>7.3f} {op['calls']:>6}  "
                 f"{op['op']}  {op['shapes'][:70]}"
             )
+    split = phases["update_pass"]["split"]
+    print(
+        f"\nupdate pass without the profiler: {split['pass_s']:.2f} s "
+        f"({min(split['pass_s_each']):.2f}-{max(split['pass_s_each']):.2f}); the "
+        f"model's own forward + backward: {split['model_s']:.2f} s "
+        f"({min(split['model_s_each']):.2f}-{max(split['model_s_each']):.2f}), "
+        f"{split['model_share']:.0%} of it; "
+        "the rest is the vocabulary-sized work on the logits (temperature, "
+        "log-softmax, entropy) and the loss"
+    )
     name = "profile_step" + ("_quick" if args.quick else "")
     write_result(
         name,

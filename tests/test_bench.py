@@ -62,6 +62,10 @@ def test_profile_step_quick(tmp_path):
         assert [op["self_s"] for op in ops] == sorted(
             (op["self_s"] for op in ops), reverse=True
         )
+    split = data["phases"]["update_pass"]["split"]
+    assert split["pass_s"] > 0 and split["model_s"] > 0
+    assert split["model_share"] == pytest.approx(split["model_s"] / split["pass_s"])
+    assert "the model's own forward + backward" in out
 
 
 def test_rollouts_to_target_quick(tmp_path):
