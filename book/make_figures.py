@@ -3,7 +3,7 @@
     .venv/bin/python book/make_figures.py [--runs data/runs/demo-cpu] [--out book/figures]
 
 The toy figures (one step, paths, learning curves, reposition line, plane) are exact
-and take seconds on a CPU. The drift dashboard and the learning curves of real runs
+and take seconds on a CPU. The drift dashboard and the parameter trajectories of real runs
 are drawn only when recorded runs (folders with a ``config.json``) exist under
 ``--runs``; otherwise the script says so and skips them. The benchmark results
 (``bench/results/*.json``) and the rollouts-to-target sweep (``--sweep``) become the
@@ -77,20 +77,10 @@ def run_figures(runs_dir: Path, out: Path) -> None:
     run_dirs = sorted(p.parent for p in runs_dir.glob("*/config.json"))
     if not run_dirs:
         print(f"note: no recorded runs under {runs_dir}; skipping the dashboard and "
-              f"the learning curves of real runs.")  # fmt: skip
+              f"the trajectories of real runs.")  # fmt: skip
         return
     runs = [load_run(d) for d in run_dirs]
     save(plotting.plot_drift_dashboard(runs), out / "runs_drift_dashboard.png")
-    groups: dict[str, list] = {}
-    for run in runs:
-        groups.setdefault(run.config.get("algo", run.name), []).append(run)
-    save(plotting.plot_learning_curves(groups, "reward/mean", smooth=5),
-         out / "runs_reward.png")  # fmt: skip
-    if any("eval/accuracy" in r.keys() for r in runs):
-        # per outer step: the row of step s holds the evaluation made *before* step s
-        # (after s updates); every arm samples the same rollouts per step
-        save(plotting.plot_learning_curves(groups, "eval/accuracy", x="step"),
-             out / "runs_eval_accuracy.png")  # fmt: skip
     trajectories = {
         plotting.run_label(run): load_trajectory(run.path)
         for run in runs
