@@ -51,7 +51,7 @@ def group_advantages(
 
     Defined in :doc:`grpo`.
     """
-    if rewards.dim() != 1 or rewards.numel() % group_size or group_size < 2:
+    if group_size < 2 or rewards.dim() != 1 or rewards.numel() % group_size:
         raise ValueError(
             f"rewards of shape {tuple(rewards.shape)} cannot be split into groups of "
             f"{group_size}. Fix: pass a 1-D tensor of num_prompts × group_size rewards "
@@ -64,10 +64,14 @@ def group_advantages(
     adv = grouped - mean  # (N, G)
     if scale:
         adv = adv / (std + EPS)
+    # a group of equal rewards has nothing to compare: exactly 0, not the rounding
+    # error of its float mean (0.1 × 8 / 8 ≠ 0.1) over a std near 0
+    equal = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)  # (N, 1)
+    adv = adv.masked_fill(equal, 0.0)
     stats = {
         "reward/mean": rewards.float().mean().item(),
         "reward/std": rewards.float().std().item() if rewards.numel() > 1 else 0.0,
-        "reward/frac_zero_std": (std < EPS).float().mean().item(),
+        "reward/frac_zero_std": equal.float().mean().item(),
     }
     return adv.view(-1), stats  # (B,)
 
@@ -138,6 +142,13 @@ def clipped_surrogate(
 
     Defined in :doc:`grpo`.
     """
+    B = per_token_logps.shape[0]
+    if advantages.shape != (B,) or old_per_token_logps.shape != per_token_logps.shape:
+        raise ValueError(
+            f"shapes do not fit: log-probs {tuple(per_token_logps.shape)}, old log-probs "
+            f"{tuple(old_per_token_logps.shape)}, advantages {tuple(advantages.shape)}. "
+            f"Fix: both log-probs (B, T) and one advantage per completion, ({B},)."
+        )
     # ρ_t = π_θ(o_t) / π_θ₀(o_t); exactly 1 at θ = θ₀
     ratio = torch.exp(per_token_logps - old_per_token_logps)  # (B, T)
     adv = advantages.unsqueeze(1)  # (B, 1)

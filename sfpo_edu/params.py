@@ -108,7 +108,13 @@ def drift_metrics(
     Defined in :doc:`metrics`.
     """
     t0, tk, tn = flatten(theta_0), flatten(theta_k), flatten(theta_next)  # (D,)
-    theta_tilde = reposition(tk, t0, alpha)  # (D,), the same op as interpolate_
+    # θ̃ as interpolate_ stored it: in fp32, then rounded to each parameter's dtype
+    theta_tilde = flatten(
+        [
+            reposition(k, z, alpha).to(p.dtype)
+            for k, z, p in zip(theta_k, theta_0, theta_next, strict=True)
+        ]
+    )  # (D,)
     fast, slow = tk - t0, tn - theta_tilde  # (D,)
     return {
         "sfpo/drift_norm": fast.norm().item(),

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sfpo_edu.config import SFPOConfig
+from sfpo_edu.config import CHOICES, SFPOConfig
 from sfpo_edu.params import (
     Snapshot,
     distance,
@@ -156,6 +156,7 @@ def grpo_update(
     ``sfpo/entropy`` is the last pass's entropy. ``path``, if given, is filled with
     the start of every pass (see ``StepPath``). Defined in :doc:`grpo`.
     """
+    _check_counts(num_passes=num_passes)
     minibatches = split_batch(batch, num_minibatches)
     passes = []
     for i in range(num_passes):
@@ -199,6 +200,7 @@ def sfpo_update(
     evaluation at θ_K (``kl/theta_k``); ``path`` gets the points (``StepPath``).
     Defined in :doc:`sfpo`.
     """
+    _check_counts(num_fast_steps=num_fast_steps, alpha=alpha)  # before anything moves
     minibatches = split_batch(batch, num_minibatches)
     theta_0 = snapshot(params) if theta_0 is None else theta_0
     metrics = {"sfpo/alpha": alpha, "sfpo/active": float(alpha > 0)}
@@ -239,6 +241,18 @@ def sfpo_update(
     return metrics
 
 
+def _check_counts(alpha: float = 0.0, **counts: int) -> None:
+    """ValueError for a pass count below 1 or an α outside [0, 1], with the fix."""
+    for name, n in counts.items():
+        if n < 1:
+            raise ValueError(f"{name}={n} must be at least 1 (a pass over the batch).")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"alpha={alpha} must lie in [0, 1]: α = 0 is one GRPO pass, α = 1 is "
+            "GRPO×(K+1), the paper's default is 0.8."
+        )
+
+
 @dataclass
 class StopRule:
     """Switches SFPO off for good when the policy entropy behaves unusually.
@@ -260,6 +274,14 @@ class StopRule:
     stop_step: int | None = None
     entropies: list[float] = field(default_factory=list)
     fired_at: int | None = None
+
+    def __post_init__(self) -> None:
+        rules = CHOICES["stop_rule"]
+        if self.rule not in rules or self.window < 1:
+            raise ValueError(
+                f"StopRule(rule={self.rule!r}, window={self.window}): the rule must be "
+                f"one of {', '.join(rules)} and the window ω at least 1 (default 30)."
+            )
 
     @classmethod
     def from_config(cls, cfg: SFPOConfig) -> StopRule:
@@ -305,6 +327,7 @@ def replay_stop_rule(
     rule: str = "rise",
     window: int = 30,
     threshold: float = 1.0,
+    stop_step: int | None = None,
 ) -> tuple[list[float | None], int | None]:
     """When would the rule have fired on a recorded entropy series?
 
@@ -318,7 +341,7 @@ def replay_stop_rule(
 
     Defined in :doc:`stop_rule`.
     """
-    stop = StopRule(rule=rule, window=window, threshold=threshold)
+    stop = StopRule(rule, window, threshold, stop_step)
     zscores = []
     for s in range(len(entropies) + 1):
         zscores.append(stop.zscore())

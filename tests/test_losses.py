@@ -32,7 +32,19 @@ def test_group_advantages_without_std_scaling():
     torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25]))
 
 
-@pytest.mark.parametrize("shape,g", [((6,), 4), ((2, 4), 4), ((4,), 1)])
+@pytest.mark.parametrize("scale", [True, False])
+@pytest.mark.parametrize("reward", [0.1, 0.3, 0.7])
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage(reward, scale):
+    # the float mean of eight 0.1s is not 0.1; over a std of ~1e-8 + 1e-6 that
+    # rounding error used to become an advantage of about -0.007
+    rewards = torch.tensor([reward] * 8 + [1.0, 0.0] * 4)
+    adv, stats = group_advantages(rewards, 8, scale=scale)
+    assert torch.equal(adv[:8], torch.zeros(8))
+    assert adv[8:].abs().min() > 0.4
+    assert stats["reward/frac_zero_std"] == 0.5
+
+
+@pytest.mark.parametrize("shape,g", [((6,), 4), ((2, 4), 4), ((4,), 1), ((4,), 0)])
 def test_group_advantages_rejects_bad_shapes(shape, g):
     with pytest.raises(ValueError, match="group"):
         group_advantages(torch.zeros(shape), g)
@@ -132,3 +144,10 @@ def test_dr_grpo_divides_by_the_generation_limit_not_the_batch_length():
     mask = torch.ones(2, 3)
     assert aggregate(x, mask, "dr_grpo").item() == pytest.approx(6 / 6)
     assert aggregate(x, mask, "dr_grpo", max_tokens=10).item() == pytest.approx(6 / 20)
+
+
+@pytest.mark.parametrize("adv_shape,old_t", [((4, 1), 3), ((4, 3), 3), ((4,), 2)])
+def test_clipped_surrogate_refuses_shapes_that_would_broadcast(adv_shape, old_t):
+    # (B, 1) advantages used to broadcast to (B, B, T) and return a wrong loss
+    with pytest.raises(ValueError, match=r"one advantage per completion, \(4,\)"):
+        clipped_surrogate(torch.zeros(4, 3), torch.zeros(4, old_t), torch.ones(adv_shape), 0.2)  # fmt: skip

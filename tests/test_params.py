@@ -81,3 +81,17 @@ def test_distances_and_drift_metrics_by_hand():
     )
     assert cosine(torch.zeros(2), torch.ones(2)) == 0.0
     assert flatten([torch.ones(2, 2), torch.zeros(3)]).shape == (7,)
+
+
+def test_drift_metrics_measure_the_slow_step_from_the_stored_theta_tilde():
+    # a bf16 parameter holds θ̃ rounded to bf16 (interpolate_ casts back); with a
+    # slow step of exactly 0 the slow-step norm must be 0, not the rounding error
+    param = torch.nn.Parameter(torch.randn(64, generator=torch.Generator().manual_seed(0)).bfloat16())  # fmt: skip
+    theta_0 = snapshot([param])
+    with torch.no_grad():
+        param.add_(0.37)  # the fast steps: θ_K
+    theta_k = snapshot([param])
+    interpolate_([param], theta_0, 0.8)  # θ̃, rounded to bf16; no slow step
+    m = drift_metrics(theta_0, theta_k, [param], 0.8)
+    assert m["sfpo/slow_step_norm"] == 0.0 and m["sfpo/cos_fast_slow"] == 0.0
+    assert m["sfpo/reposition_norm"] == pytest.approx(0.8 * 0.37 * 8, rel=0.02)

@@ -458,3 +458,36 @@ def test_a_skipped_step_reports_a_path_that_stays_at_theta_0():
             *path.fast,
         ]
     )
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda p, o, b, f: sfpo_update(p, o, b, f, num_fast_steps=0),
+            "num_fast_steps",
+        ),
+        (lambda p, o, b, f: sfpo_update(p, o, b, f, alpha=1.5), r"alpha=1\.5"),
+        (lambda p, o, b, f: grpo_update(p, o, b, f, num_passes=0), "num_passes"),
+    ],
+)
+def test_bad_counts_and_alpha_are_refused_before_anything_moves(call, match):
+    policy, batch, loss_fn, _ = make_problem()
+    optimizer, before = adamw(policy), flatten(policy.parameters())
+    with pytest.raises(ValueError, match=match):
+        call(list(policy.parameters()), optimizer, batch, loss_fn)
+    assert torch.equal(flatten(policy.parameters()), before)
+    assert not optimizer.state  # no step was taken
+
+
+@pytest.mark.parametrize("kwargs", [{"rule": "Rise"}, {"window": 0}])
+def test_stop_rule_refuses_an_unknown_rule_or_an_empty_window(kwargs):
+    with pytest.raises(ValueError, match="rise, abs, step, never"):
+        StopRule(**kwargs)
+    with pytest.raises(ValueError, match="window"):
+        replay_stop_rule([1.0, 2.0], **kwargs)
+
+
+def test_replay_stop_rule_replays_the_step_rule():
+    assert replay_stop_rule([1.0] * 5, "step", stop_step=3)[1] == 3
+    assert replay_stop_rule([1.0] * 5, "step", stop_step=9)[1] is None
