@@ -470,10 +470,26 @@ class Trainer:
     def _check_same_config(self, checkpoint: Path | None) -> None:
         """Compare with the checkpoint's config (what was trained), else with
         ``config.json``; only ``RESUMABLE`` fields may differ."""
-        if checkpoint is not None and "config" in (state := _read_state(checkpoint)):
+        state = _read_state(checkpoint) if checkpoint is not None else {}
+        if "config" in state:
             saved, source = state["config"], checkpoint / "state.json"
         else:
             saved, source = read_config(self.run_dir), self.run_dir / "config.json"
+        done = state.get("next_step", 0)
+        if done > self.cfg.num_steps:  # its later rows would be dropped, not redone
+            raise ValueError(
+                f"cannot resume {self.run_dir} with num_steps={self.cfg.num_steps}: its "
+                f"checkpoint is at step {done}. Fix: pass num_steps >= {done} "
+                f"(--num-steps) to go on, or evaluate it as it is (sfpo-edu eval "
+                f"{self.run_dir})."
+            )
+        if checkpoint is None and (self.run_dir / "metrics.jsonl").exists():
+            warnings.warn(
+                f"{self.run_dir} has no checkpoint (saved with save_every=0, or stopped "
+                "before the first save): training starts again at step 0, and the "
+                "steps it logged are redone.",
+                stacklevel=3,
+            )
         diff = [
             f"{k}={saved.get(k)!r} (now {v!r})"
             for k, v in self.cfg.to_dict().items()

@@ -215,6 +215,31 @@ def test_resume_with_more_num_steps_extends_the_run(run, capsys):
     assert (run / "latest").read_text() == "checkpoint-3"
 
 
+def test_resume_with_fewer_num_steps_than_done_is_refused_and_keeps_the_run(
+    run, capsys, monkeypatch
+):
+    # it exited 0 after dropping the final evaluation row, its weights still step 2's
+    no_model(monkeypatch)
+    before = (run / "metrics.jsonl").read_text(), (run / "config.json").read_text()
+    assert main(["train", "--resume", str(run), "--num-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "its checkpoint is at step 2. Fix: pass num_steps >= 2" in err
+    assert f"sfpo-edu eval {run}" in err and "Traceback" not in err
+    after = (run / "metrics.jsonl").read_text(), (run / "config.json").read_text()
+    assert after == before
+
+
+def test_resume_without_a_checkpoint_says_it_starts_again(run, digit_task):
+    # save_every=0 and a crash: resume redid the logged steps without a word
+    for folder in run.glob("checkpoint-*"):
+        shutil.rmtree(folder)
+    (run / "latest").unlink()
+    with pytest.warns(UserWarning, match="no checkpoint .* starts again at step 0"):
+        trainer = Trainer(tiny_cfg(digit_task), run, resume=True, progress=False)
+    trainer.train()
+    assert [r["step"] for r in load_run(run).metrics] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("field, value", [("lr", 0.5), ("lora_r", 4)])
 def test_an_edited_config_json_is_caught_against_the_checkpoint(
     run, capsys, monkeypatch, field, value
