@@ -308,8 +308,8 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
 
 
 def comparison_table(runs: dict[str, Run]) -> str:
-    """Reward and entropy at the start and end (means of 3 steps), held-out accuracy,
-    rollouts and time per arm."""
+    """Reward and entropy at the start and end (means of the first and last 3 steps,
+    or of all steps in a shorter run), held-out accuracy, rollouts and time per arm."""
     names = {"grpo": "GRPO", "grpo_multi": "GRPO×(K+1)", "sfpo": "SFPO"}
     head = (f"{'arm':<12}{'reward first→last 3 steps':>28}{'entropy':>14}"
             f"{'held-out acc':>16}{'rollouts':>10}{'minutes':>9}")  # fmt: skip
@@ -318,8 +318,11 @@ def comparison_table(runs: dict[str, Run]) -> str:
         first_last = []
         for key in ("reward/mean", "sfpo/entropy"):
             _, y = run.series(key)
+            first, last = y[:3], y[-3:]  # fewer in a run of under 3 steps
             first_last.append(
-                f"{sum(y[:3]) / 3:.2f} → {sum(y[-3:]) / 3:.2f}" if y else "n/a"
+                f"{sum(first) / len(first):.2f} → {sum(last) / len(last):.2f}"
+                if y
+                else "n/a"
             )
         _, acc = run.series("eval/accuracy")
         acc_text = f"{acc[0]:.2f}→{acc[-1]:.2f}" if acc else "n/a"

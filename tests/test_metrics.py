@@ -82,3 +82,12 @@ def test_comparison_table_gives_reward_and_entropy_first_and_last_three_steps(tm
     # reward: mean of steps 0-2 = 0.1, of steps 3-5 = 0.4; entropy 0.9 - 0.1 * (1, 4)
     assert lines[2].split() == ["GRPO", "0.10", "→", "0.40", "0.90", "→", "0.90", "0.25→0.50", "96", "1.5"]  # fmt: skip
     assert lines[3].split() == ["SFPO", "0.10", "→", "0.40", "0.80", "→", "0.50", "0.25→0.50", "96", "1.5"]  # fmt: skip
+
+
+def test_comparison_table_of_a_run_shorter_than_three_steps(tmp_path):
+    # --quick runs 2 steps: the means were divided by 3 anyway (4.54 shown as 3.02)
+    logger = RunLogger(tmp_path / "grpo", config={"algo": "grpo"})
+    for s, (reward, entropy) in enumerate([(0.25, 4.5), (0.75, 4.7)]):
+        logger.log({"step": s, "reward/mean": reward, "sfpo/entropy": entropy})
+    line = comparison_table({"grpo": load_run(tmp_path / "grpo")}).splitlines()[2]
+    assert line.split()[1:7] == ["0.50", "→", "0.50", "4.60", "→", "4.60"]
