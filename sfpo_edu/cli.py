@@ -233,6 +233,8 @@ def _comparison_plan(
     resume, the saved one (refusing one made with other settings)."""
     from sfpo_edu.metrics import atomic_write_text, read_json
 
+    for algo in algos:  # a misspelt arm fails here, before compare.json is written
+        cfg.replace(algo=algo)
     path = output_dir / "compare.json"
     plan = {"config": cfg.to_dict(), "algos": algos, "done": []}
     if resume:
@@ -290,9 +292,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg = SFPOConfig.from_dict(plan["config"])
         compare(cfg, output_dir, algos=plan["algos"], resume=True)
         return 0
-    cfg = config_from_args(args)
-    if args.quick:
-        cfg = cfg.replace(**QUICK)
+    defaults = args.config_defaults.replace(**(QUICK if args.quick else {}))
+    cfg = defaults.replace(**given_config(args))  # flags win over the preset
     output_dir = Path(args.output_dir)
     if args.output_dir == "runs":
         output_dir = output_dir / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -312,9 +313,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     step = 0 if state is None else state["next_step"]
     problems = load_task(cfg.task, args.num_prompts, seed=cfg.seed, split="heldout")
     stats = evaluate_accuracy(policy, problems, cfg)
+    distinct = len({p.prompt for p in problems})  # a small held-out set repeats
+    repeats = f", {distinct} distinct" if distinct < len(problems) else ""
     print(
         f"{run_dir} after {step} steps: held-out greedy accuracy "
-        f"{stats['eval/accuracy']:.3f} on {len(problems)} problems "
+        f"{stats['eval/accuracy']:.3f} on {len(problems)} problems{repeats} "
         f"(answer found in {stats['eval/format']:.0%})"
     )
     return 0

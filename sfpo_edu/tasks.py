@@ -194,6 +194,12 @@ def load_jsonl(
     until every row has passed.
     """
     problems = []
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"no task file {str(path)!r}. Fix: pass the path of a JSONL file with one "
+            f'{{"{prompt_key}": ..., "{answer_key}": ...}} object a line, or a built-in '
+            "task (arithmetic, arithmetic-mix, gsm8k)."
+        )
     with open(path, "rb") as f:  # bytes, so a decoding error can name its line
         for line_number, raw in enumerate(f, start=1):
             where = f"{path}, line {line_number}"

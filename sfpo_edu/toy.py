@@ -270,6 +270,11 @@ def compare_toy(
 ) -> dict[str, list[ToyRun]]:
     """Every algorithm from the same start, over several seeds: {algo: [ToyRun, ...]}."""
     cfg = toy_config() if cfg is None else cfg
+    if not seeds or not algos:
+        raise ValueError(
+            f"nothing to compare: seeds={list(seeds)}, algos={list(algos)}. Fix: pass "
+            "at least one of each, e.g. seeds=range(5) (sfpo-edu toy --seeds 5)."
+        )
     return {
         algo: [run_toy(cfg, algo=algo, seed=s, num_steps=num_steps) for s in seeds]
         for algo in algos

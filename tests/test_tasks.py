@@ -186,6 +186,13 @@ def test_load_jsonl_non_utf8_names_file_line_and_fix(tmp_path: Path) -> None:
     assert "Fix: save the file as UTF-8" in message
 
 
+@pytest.mark.parametrize("name", ["missing.jsonl", "a_folder.jsonl"])
+def test_load_jsonl_of_no_file_says_what_a_task_file_is(tmp_path: Path, name) -> None:
+    (tmp_path / "a_folder.jsonl").mkdir()
+    with pytest.raises(FileNotFoundError, match=r'no task file .* \{"prompt": \.\.\.'):
+        load_jsonl(tmp_path / name)
+
+
 def test_load_jsonl_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")

@@ -204,6 +204,33 @@ def test_cli_compare_quick_on_the_tiny_model(tmp_path, digit_task, capsys):
     assert f"sfpo-edu eval {out / 'sfpo'}" in closing
 
 
+def test_cli_compare_quick_keeps_the_flags_given(tmp_path, digit_task):
+    # --quick used to override --num-steps and --group-size silently
+    out = tmp_path / "cmp"
+    code = main(["compare", "--quick", "--output-dir", str(out), "--model", "tiny",
+                 "--task", digit_task, "--algos", "grpo", "--num-steps", "1",
+                 "--group-size", "2", "--eval-every", "0"])  # fmt: skip
+    assert code == 0
+    config = json.loads((out / "compare.json").read_text())["config"]
+    assert (config["num_steps"], config["group_size"]) == (1, 2)
+    assert config["max_new_tokens"] == 16  # the rest of the preset stays
+
+
+def test_cli_a_misspelt_arm_leaves_no_comparison_behind(tmp_path, capsys):
+    # compare.json was written first: neither the corrected command nor --resume worked
+    out = tmp_path / "cmp"
+    args = ["compare", "--quick", "--output-dir", str(out), "--model", "tiny"]
+    assert main([*args, "--algos", "gpro", "sfpo"]) == 2
+    assert "algo='gpro' is invalid" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_toy_with_no_seeds_is_a_clear_error(capsys):
+    assert main(["toy", "--seeds", "0", "--num-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to compare" in err and "Traceback" not in err
+
+
 def test_cli_errors_are_one_line(capsys, tmp_path):
     assert main(["train", "--alpha", "2", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -215,7 +242,11 @@ def test_cli_train_eval_and_doctor(tmp_path, digit_task, capsys):
             "2", "--group-size", "2", "--max-new-tokens", "4", "--eval-every", "0"]  # fmt: skip
     assert main(["train", "--name", "t", "--output-dir", str(tmp_path), *args]) == 0
     assert main(["eval", str(tmp_path / "t"), "--num-prompts", "4"]) == 0
-    assert "held-out greedy accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "held-out greedy accuracy" in out and "on 4 problems (" in out
+    # the task has 25 problems: 30 repeat 5 of them, and the count says so
+    assert main(["eval", str(tmp_path / "t"), "--num-prompts", "30"]) == 0
+    assert "on 30 problems, 25 distinct (" in capsys.readouterr().out
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "device" in out
