@@ -212,39 +212,46 @@ def load_jsonl(
                 ) from None
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{where}: not valid JSON ({e.msg}); write one object a line, "
-                    f'like {{"{prompt_key}": "What is 2 + 3?", "{answer_key}": "5"}}.'
-                ) from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {row!r:.60}.")
-            for key in (prompt_key, answer_key):
-                value = row.get(key)
-                if value is None:
-                    raise ValueError(
-                        f"{where}: missing key {key!r} (keys present: {sorted(row)}); "
-                        "add it, or pass prompt_key=/answer_key= to name yours."
-                    )
-                if not isinstance(value, str) or not value.strip():
-                    raise ValueError(
-                        f"{where}: {key!r} must be a non-empty string, got "
-                        f'{value!r:.60}; write numbers as strings, e.g. "42".'
-                    )
-            if len(row[prompt_key]) > MAX_PROMPT_CHARS:
-                raise ValueError(
-                    f"{where}: the prompt has {len(row[prompt_key]):,} characters, "
-                    f"more than {MAX_PROMPT_CHARS:,} (about the longest context of "
-                    "the models used here). Fix: shorten it or drop the row."
-                )
+            row = _read_row(line, where, prompt_key, answer_key)
             problems.append(
                 Problem(row[prompt_key], row[answer_key].strip(), Path(path).name)
             )
     if not problems:
         raise ValueError(f"{path}: no rows; add one JSON object a line.")
     return problems
+
+
+def _read_row(line: str, where: str, prompt_key: str, answer_key: str) -> dict:
+    """One JSONL line as a checked row: an object with non-empty string values under
+    both keys and a prompt of at most ``MAX_PROMPT_CHARS``; else a ValueError."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{where}: not valid JSON ({e.msg}); write one object a line, "
+            f'like {{"{prompt_key}": "What is 2 + 3?", "{answer_key}": "5"}}.'
+        ) from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {row!r:.60}.")
+    for key in (prompt_key, answer_key):
+        value = row.get(key)
+        if value is None:
+            raise ValueError(
+                f"{where}: missing key {key!r} (keys present: {sorted(row)}); "
+                "add it, or pass prompt_key=/answer_key= to name yours."
+            )
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(
+                f"{where}: {key!r} must be a non-empty string, got "
+                f'{value!r:.60}; write numbers as strings, e.g. "42".'
+            )
+    if len(row[prompt_key]) > MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"{where}: the prompt has {len(row[prompt_key]):,} characters, "
+            f"more than {MAX_PROMPT_CHARS:,} (about the longest context of "
+            "the models used here). Fix: shorten it or drop the row."
+        )
+    return row
 
 
 def load_gsm8k(
