@@ -67,9 +67,13 @@ def per_token_logps(
     """
     _check(temperature, chunk_size)
     logits = _completion_logits(model, batch)  # (B, T, V) row t predicts o_t
-    # Divide in place: saves a full copy, and autograd allows it because neither a
-    # causal LM's last layer (lm_head) nor a cat keeps its output for backward.
-    logits.div_(temperature)  # (B, T, V)
+    # Divide in fp32. fp32 logits in place: saves a full copy, and autograd allows it
+    # because neither a causal LM's last layer (lm_head) nor a cat keeps its output
+    # for backward. bf16/fp16 logits chunk by chunk after the upcast below, which
+    # copies them anyway; dividing before it would round z/T to bf16 (~0.05 nats).
+    half = logits.dtype != torch.float32
+    if not half:
+        logits.div_(temperature)  # (B, T, V)
 
     logps, entropies = [], []
     # split (not a loop of slices): backward then assembles the gradient in one go
@@ -77,8 +81,8 @@ def per_token_logps(
     ids_chunks = batch.completion_ids.split(chunk_size)  # each (C, T)
     for z, ids in zip(chunks, ids_chunks, strict=True):
         # fp32 for the reductions: z[o_t] − logsumexp(z) subtracts two numbers of
-        # size ~20, which in bf16 loses ~0.05 nats. No copy if already fp32.
-        z = z.float()  # (C, T, V)
+        # size ~20, which in bf16 loses ~0.05 nats (fp32 logits: no copy).
+        z = z.float().div_(temperature) if half else z  # (C, T, V)
         log_z = z.logsumexp(dim=-1)  # (C, T) log of the softmax normaliser
         # log π(o_t) = z[o_t] − logsumexp(z): no (C, T, V) log-softmax needed
         logps.append(z.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - log_z)  # (C, T)

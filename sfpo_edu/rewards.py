@@ -29,8 +29,10 @@ runs in one helper process (started on first use, shared by all threads behind a
 lock) with its own timeouts off. A reply that takes longer than ``timeout_s`` gets
 the helper killed (this stops anything, C code and runaway memory included), the
 answer counts as wrong and the next call starts a fresh helper. ``score_completions``
-gives the helper at most ``BATCH_TIME_BUDGET_S`` seconds per batch, (re)starts
-included, and counts what is still unchecked then as wrong. Plain-number answers, the
+gives the helper ``BATCH_TIME_BUDGET_S`` seconds per batch, (re)starts included, and
+counts what is still unchecked then as wrong; a start that is under way runs to its
+end first, so a batch that has to start the helper can overrun the budget by the
+start-up time (under a second on an idle machine). Plain-number answers, the
 common case for arithmetic and GSM8K, never reach the helper.
 
 Departure from the SFPO reference code: it rewards only a ``\\boxed{}`` answer; here

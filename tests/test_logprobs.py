@@ -117,6 +117,30 @@ def test_log_probs_of_what_was_sampled(policy):
     torch.testing.assert_close(logps, sampled, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_logits_are_divided_by_the_temperature_in_fp32(
+    batch, monkeypatch, dtype
+):
+    # logits of a real LM are ~20; z / 0.7 rounded to bf16 moved log π by ~0.05 nats
+    g = torch.Generator().manual_seed(0)
+    B, T = batch.completion_ids.shape
+    logits = (20 + 3 * torch.randn(B, T, 64, generator=g)).to(dtype)  # (B, T, V)
+    ids = torch.randint(0, 64, (B, T), generator=g)
+    monkeypatch.setattr(
+        "sfpo_edu.logprobs._completion_logits", lambda model, b: logits.clone()
+    )
+    half = RolloutBatch(**{**vars(batch), "completion_ids": ids})
+    logps, entropy = per_token_logps(None, half, temperature=0.7, with_entropy=True)
+    z = logits.float() / 0.7  # what generate() samples from
+    torch.testing.assert_close(
+        logps, z.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    )
+    p = z.softmax(-1)
+    # H = log_z − Σ p z cancels two numbers of ~30 in fp32: agrees to ~1e-4
+    expected = -(p * z.log_softmax(-1)).sum(-1)
+    torch.testing.assert_close(entropy, expected, atol=2e-4, rtol=1e-4)
+
+
 def test_temperature_sharpens_the_distribution(policy, batch):
     with torch.no_grad():
         _, hot = per_token_logps(
