@@ -73,10 +73,27 @@ def first_reach(xs: list[float], ys: list[float], target: float) -> float | None
     return next((x for x, y in zip(xs, ys, strict=True) if y >= target - 1e-12), None)
 
 
-def finished(run_dir: Path, num_steps: int) -> bool:
-    return (run_dir / "metrics.jsonl").exists() and any(
-        r["step"] == num_steps for r in load_run(run_dir).metrics
-    )
+# The settings that make two runs the same experiment (threads and the evaluation or
+# checkpoint cadence aside).
+SAME_RUN = ("model", "task", "algo", "alpha", "num_fast_steps", "lr", "seed",
+            "num_steps", "num_prompts", "group_size", "max_new_tokens", "stop_rule",
+            "stop_threshold")  # fmt: skip
+
+
+def finished(run_dir: Path, cfg: SFPOConfig) -> bool:
+    """True when ``run_dir`` holds this run up to its last step. A folder trained with
+    other settings is an error: counting it would report another experiment."""
+    if not (run_dir / "metrics.jsonl").exists():
+        return False
+    run = load_run(run_dir)
+    other = {k: run.config.get(k) for k in SAME_RUN if run.config.get(k) != getattr(cfg, k)}  # fmt: skip
+    if other:
+        wanted = {k: getattr(cfg, k) for k in other}
+        raise ValueError(
+            f"{run_dir} holds a run with {other}, not this sweep's {wanted}. Fix: "
+            "pass another --runs-dir (or remove the folder to train it again)."
+        )
+    return any(r["step"] == cfg.num_steps for r in run.metrics)
 
 
 def train_arm(cfg: SFPOConfig, run_dir: Path, label: str = "") -> Any | None:
@@ -85,7 +102,7 @@ def train_arm(cfg: SFPOConfig, run_dir: Path, label: str = "") -> Any | None:
     ``label`` (e.g. "run 3 of 54") is printed with the folder when training starts."""
     from sfpo_edu.train import Trainer
 
-    if finished(run_dir, cfg.num_steps):
+    if finished(run_dir, cfg):
         return load_run(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = open(run_dir.parent / f".{run_dir.name}.lock", "w")  # noqa: SIM115
@@ -94,7 +111,7 @@ def train_arm(cfg: SFPOConfig, run_dir: Path, label: str = "") -> Any | None:
     except BlockingIOError:
         lock.close()
         return None
-    if finished(run_dir, cfg.num_steps):  # finished while we waited for the lock
+    if finished(run_dir, cfg):  # finished while we waited for the lock
         return load_run(run_dir)
     resume = (run_dir / "metrics.jsonl").exists()
     what = f"{'resuming' if resume else 'training'} {run_dir}"
@@ -243,7 +260,7 @@ def regime_runs(
         cfg = SFPOConfig(**(base | arm | {"lr": cfg_lr, "seed": s}))
         run_dir = runs_dir / f"lr{lr:g}" / f"{name}-s{s}"
         if args.no_train:
-            run = load_run(run_dir) if finished(run_dir, cfg.num_steps) else None
+            run = load_run(run_dir) if finished(run_dir, cfg) else None
         else:
             run = train_arm(cfg, run_dir, f"run {i} of {len(plan)}")
         if run is not None:
@@ -466,9 +483,15 @@ def main() -> None:
                         help="only report the runs already finished")  # fmt: skip
     parser.add_argument("--runs-dir", default=None,
                         help="default: data/runs/rollouts_to_target, or "
-                             "data/runs/regime_map with --regime")  # fmt: skip
+                             "data/runs/regime_map with --regime; runs/…_quick with "
+                             "--quick")  # fmt: skip
     parser.add_argument("--out-dir", default=None, help="default: bench/results")
+    parser.add_argument("--name", default="rollouts_to_target",
+                        help="the α sweep's result file, <out-dir>/<name>.json (e.g. "
+                             "fast_path_check for the rerun of two arms)")  # fmt: skip
     args = parser.parse_args()
+    if args.quick and args.runs_dir is None:  # never the recorded runs' folder
+        args.runs_dir = "runs/regime_map_quick" if args.regime else "runs/sweep_quick"
     # The demo's batch (2 prompts × G = 8); everything else is the SFPOConfig default.
     base = dict(num_steps=args.steps, num_prompts=2, group_size=8, eval_every=2,
                 num_eval_prompts=32, save_every=2, stop_rule="never", num_samples_logged=8)  # fmt: skip
@@ -506,9 +529,7 @@ def main() -> None:
         if llm is None:
             return
         result |= {"config": base, "seeds": args.seeds, "llm": llm}
-    write_result(
-        "rollouts_to_target" + ("_quick" if args.quick else ""), result, args.out_dir
-    )
+    write_result(args.name + ("_quick" if args.quick else ""), result, args.out_dir)
 
 
 if __name__ == "__main__":

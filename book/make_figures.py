@@ -478,8 +478,9 @@ def measured_page(results: Path, path: Path) -> None:
             "GRPO and SFPO (α = 0.8) on the sweep's setup above, recorded before the update "
             "path read each prompt once per group and took the old log-probabilities from "
             "the first pass, and rerun with it (`bench/rollouts_to_target.py --arms "
-            "grpo,sfpo_a0.8 --runs-dir data/runs/fast_path_check`); held-out accuracy, "
-            "mean (min–max) over seeds. The figure is `fast_path_check.png`.", "",
+            "grpo,sfpo_a0.8 --runs-dir data/runs/fast_path_check --name "
+            "fast_path_check`); held-out accuracy, mean (min–max) over seeds. The figure "
+            "is `fast_path_check.png`.", "",
             "| arm | best, before | best, fast path | final, before | final, fast path |",
             "|---|---|---|---|---|",
         ]  # fmt: skip

@@ -36,8 +36,14 @@ def test_step_cost_quick(tmp_path):
     assert {
         f"{a}/{q}" for a in ("grpo", "grpo_multi", "sfpo") for q in ("none", "4bit")
     } | {"sfpo_diagnostics/none"} <= set(data["results"])
-    assert data["results"]["grpo/none"]["pass_gflop_per_s"] > 0
+    grpo = data["results"]["grpo/none"]
+    assert grpo["pass_gflop_per_s"] > 0
     assert data["cpu"]["gemm_peak_gflops"]["float32"] > 0
+    # the fp32 share is GRPO's fp32 pass (it was read from the last 4-bit arm)
+    share = grpo["pass_gflop_per_s"] / data["cpu"]["gemm_peak_gflops"]["float32"]
+    assert data["cpu"]["fp32_pass_share_of_gemm_peak"] == pytest.approx(share)
+    # torch's FLOP counter misses bitsandbytes' 4-bit products: no figure, not a low one
+    assert "pass_gflop_per_s" not in data["results"]["grpo/4bit"]
     sfpo = data["results"]["sfpo/none"]
     assert sfpo["passes"] == 4 and sfpo["update_s"] > 0 and sfpo["snapshot_mb"] > 0
     assert "torch" in data["environment"]
@@ -88,6 +94,29 @@ def test_rollouts_to_target_quick(tmp_path):
         )
     assert "Another process is still training sfpo_a0.8-s0" in out
     assert not (tmp_path / "runs" / "sfpo_a0.8-s0").exists()
+    # a folder trained with other settings is an error, not a finished run (it was
+    # reported as this sweep's run)
+    config = tmp_path / "runs" / "grpo-s0" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"lr": 0.5}))
+    cmd = [sys.executable, str(BENCH / "rollouts_to_target.py"), "--quick",
+           "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "holds a run with {'lr': 0.5}" in done.stderr
+
+
+def test_rollouts_to_target_names_its_result_and_keeps_quick_runs_apart(tmp_path):
+    run("rollouts_to_target.py", tmp_path, "--toy-only", "--name", "fast_path_check")
+    assert (tmp_path / "fast_path_check_quick.json").exists()
+    assert not (tmp_path / "rollouts_to_target_quick.json").exists()
+    # --quick without --runs-dir trains under runs/sweep_quick of the working folder,
+    # never in the recorded runs (data/runs/rollouts_to_target)
+    cmd = [sys.executable, str(BENCH / "rollouts_to_target.py"), "--quick",
+           "--out-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "runs" / "sweep_quick" / "grpo-s0" / "metrics.jsonl").exists()
 
 
 def test_the_regime_map_quick(tmp_path):
