@@ -572,7 +572,8 @@ def step_costs_page(results: Path, path: Path) -> None:
             f"{cfg['group_size']} completions of up to {cfg['max_new_tokens']} tokens "
             f"takes {costs}. Sampling the batch takes {grpo['generate_s']:.1f} s and each "
             f"pass over it about {grpo['update_per_pass_s']:.1f} s, so on a CPU every "
-            "extra pass costs about as much as the sampling."
+            f"extra pass costs {grpo['update_per_pass_s'] / grpo['generate_s']:.1f}× "
+            "the sampling."
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

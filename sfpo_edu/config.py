@@ -208,8 +208,8 @@ class SFPOConfig:
     num_threads: int = 0
     """CPU threads for torch. 0 (default) adapts before every outer step: every core
     less those other processes keep busy (by the 1-minute load average), at least 1.
-    Ignored when ``OMP_NUM_THREADS`` is set. A changed thread count can change results
-    in the last bits."""
+    With ``OMP_NUM_THREADS`` set, 0 keeps that count; a number above 0 is used as
+    given. A changed thread count can change results in the last bits."""
 
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory (slower)."""

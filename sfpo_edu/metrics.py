@@ -222,11 +222,17 @@ class Run:
         return sorted({k for row in self.metrics for k in row})
 
     def series(self, key: str, x: str = "step") -> tuple[list[float], list[float]]:
-        """(x values, key values) over the rows that have both and a finite value."""
+        """(x values, key values) over the rows that have both and a finite value.
+
+        The row of step s holds the evaluation made before step s, and the rollouts
+        counted after it; so against ``rollouts/total`` an ``eval/`` key gets the
+        rollouts used before it, s × num_prompts × G."""
+        per_step = self.config.get("num_prompts", 0) * self.config.get("group_size", 0)
+        before = key.startswith("eval/") and x == "rollouts/total" and per_step > 0
         xs, ys = [], []
         for row in self.metrics:
             if row.get(key) is not None and row.get(x) is not None:
-                xs.append(row[x])
+                xs.append(row["step"] * per_step if before else row[x])
                 ys.append(row[key])
         return xs, ys
 

@@ -488,7 +488,8 @@ def set_cpu_threads(requested: int = 0) -> int:
     ``requested`` > 0 is taken as is. 0 adapts to what other processes use: every
     core minus the cores they keep busy (the 1-minute load average less this
     process's own threads), at least one, because thread teams that share cores with
-    a busy process spin against it. With ``OMP_NUM_THREADS`` set, nothing changes.
+    a busy process spin against it. With ``OMP_NUM_THREADS`` set, 0 changes nothing;
+    a ``requested`` count still applies.
     """
     if requested > 0:
         torch.set_num_threads(requested)
@@ -646,9 +647,11 @@ def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
 
     if constants.HF_HUB_OFFLINE:
         return False, "offline (HF_HUB_OFFLINE is set)"
-    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    url = urllib.parse.urlparse(constants.ENDPOINT)  # a mirror may use its own port
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True, f"reachable ({host})"
     except OSError as err:
         return False, f"unreachable ({host}: {err})"

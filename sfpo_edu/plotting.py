@@ -423,7 +423,9 @@ def label_arms(runs: Sequence[Run]) -> dict[str, list[Run]]:
             if field in ("algo", "alpha"):  # named by arm_label
                 continue
             if len({k[i] for k, _ in groups}) > 1:
-                label += f", {_FIELD_NAMES.get(field, field)}={config.get(field)}"
+                value = config.get(field)  # 0.00034, not 0.0003400000000000001
+                value = f"{value:g}" if isinstance(value, float) else value
+                label += f", {_FIELD_NAMES.get(field, field)}={value}"
         if several_folders:
             label += f" · {arm[0].path.parent.name}"
         while label in labels:  # differ only where a label does not look

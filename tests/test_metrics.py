@@ -91,3 +91,19 @@ def test_comparison_table_of_a_run_shorter_than_three_steps(tmp_path):
         logger.log({"step": s, "reward/mean": reward, "sfpo/entropy": entropy})
     line = comparison_table({"grpo": load_run(tmp_path / "grpo")}).splitlines()[2]
     assert line.split()[1:7] == ["0.50", "→", "0.50", "4.60", "→", "4.60"]
+
+
+def test_evaluations_sit_at_the_rollouts_used_before_them(tmp_path):
+    # the row of step s evaluates before step s but counts the rollouts after it, and
+    # the final row repeats the last count: plotted as they were, one point was lost
+    logger = RunLogger(tmp_path / "run", config={"num_prompts": 2, "group_size": 4})
+    for step, total, acc in [(0, 8, 0.1), (1, 16, None), (2, 24, 0.3), (3, 24, 0.5)]:
+        row = {"step": step, "rollouts/total": total, "reward/mean": 0.5}
+        logger.log(row | ({"eval/accuracy": acc} if acc is not None else {}))
+    run = load_run(tmp_path / "run")
+    assert run.series("eval/accuracy", "rollouts/total") == (
+        [0, 16, 24],
+        [0.1, 0.3, 0.5],
+    )
+    assert run.series("reward/mean", "rollouts/total")[0] == [8, 16, 24, 24]
+    assert run.series("eval/accuracy") == ([0, 2, 3], [0.1, 0.3, 0.5])

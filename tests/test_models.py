@@ -394,3 +394,23 @@ def test_cpu_threads_leave_omp_num_threads_alone(monkeypatch):
     monkeypatch.setattr(models.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     before = torch.get_num_threads()
     assert models.set_cpu_threads(0) == before
+
+
+def test_hub_status_reaches_a_mirror_on_its_own_port(monkeypatch):
+    # HF_ENDPOINT=http://host:port was probed on port 443 and called unreachable,
+    # which then made loading through the mirror fall back to the local cache only
+    import socket
+
+    import huggingface_hub.constants
+
+    from sfpo_edu.models import hub_status
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(
+            huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}"
+        )
+        assert hub_status(timeout=2) == (True, "reachable (127.0.0.1)")

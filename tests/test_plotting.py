@@ -291,6 +291,10 @@ def test_recorded_runs_group_by_folder_and_config_and_are_labelled_by_what_they_
     }
     sweep_only = plotting.label_arms(runs[2:])
     assert list(sweep_only) == ["GRPO", "SFPO α=0.5", "SFPO α=0.8"]
+    # a learning rate computed as 1e-4 × 3.4 reads as the number, not its float repr
+    scaled = [write_run(tmp_path / "lr" / f"grpo-{i}", "grpo", rows(5), {"lr": lr})
+              for i, lr in enumerate((1e-4, 1e-4 * 3.4))]  # fmt: skip
+    assert list(plotting.label_arms(scaled)) == ["GRPO, η=0.0001", "GRPO, η=0.00034"]
     assert plotting.arm_label({"algo": "grpo_multi", "alpha": 0.8}) == "GRPO×(K+1)"
     # every arm gets a colour of its own, GRPO and the first SFPO their usual ones
     fig = render(plotting.plot_learning_curves(arms, "reward/mean", x="step"))
