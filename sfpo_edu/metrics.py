@@ -291,13 +291,20 @@ def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
     )
 
 
-# Config fields that make two runs different arms of an experiment. The seed is not
-# one of them: runs that differ only in their seed are repeats of one arm.
+# Config fields that make two runs different arms of an experiment: every field that
+# changes what is trained or measured. Not the seed (runs that differ only in their
+# seed are repeats of one arm), nor the bookkeeping in NOT_ARM_FIELDS.
 ARM_FIELDS = (
     "algo", "num_fast_steps", "alpha", "lr", "group_size", "num_prompts",
     "num_steps", "max_new_tokens", "model", "task", "lora_r", "stop_rule",
-    "kl_coef", "optimizer",
+    "kl_coef", "optimizer", "stop_window", "stop_threshold", "stop_step",
+    "weight_decay", "max_grad_norm", "clip_eps", "entropy_coef", "loss_agg",
+    "scale_rewards", "num_minibatches", "temperature", "top_p", "reward_scheme",
+    "system_prompt", "lora_alpha", "quantization", "dtype", "eval_every",
+    "num_eval_prompts",
 )  # fmt: skip
+NOT_ARM_FIELDS = ("seed", "extra", "device", "num_threads", "gradient_checkpointing",
+                  "save_every", "snapshot_every", "num_samples_logged", "diagnostics")  # fmt: skip
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:

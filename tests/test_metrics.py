@@ -107,3 +107,29 @@ def test_evaluations_sit_at_the_rollouts_used_before_them(tmp_path):
     )
     assert run.series("reward/mean", "rollouts/total")[0] == [8, 16, 24, 24]
     assert run.series("eval/accuracy") == ([0, 2, 3], [0.1, 0.3, 0.5])
+
+
+def test_every_config_field_either_makes_an_arm_or_is_bookkeeping():
+    import dataclasses
+
+    from sfpo_edu.config import SFPOConfig
+    from sfpo_edu.metrics import ARM_FIELDS, NOT_ARM_FIELDS
+
+    fields = [f.name for f in dataclasses.fields(SFPOConfig)]
+    assert sorted(ARM_FIELDS + NOT_ARM_FIELDS) == sorted(fields)
+
+
+def test_runs_that_differ_in_a_loss_setting_are_not_pooled_as_seeds(tmp_path):
+    # clip_eps, loss_agg, temperature, ... were not arm fields: a sweep over one of
+    # them was drawn as one arm with a band across its settings
+    from sfpo_edu.metrics import group_runs
+    from sfpo_edu.plotting import label_arms
+
+    runs = []
+    for name, changes in [("a-s0", {"clip_eps": 0.1}), ("a-s1", {"clip_eps": 0.1, "seed": 1}),
+                          ("b-s0", {"clip_eps": 0.3})]:  # fmt: skip
+        config = {"algo": "sfpo", "alpha": 0.8, "seed": 0, "num_threads": 2} | changes
+        RunLogger(tmp_path / name, config=config).log({"step": 0, "reward/mean": 0.5})
+        runs.append(load_run(tmp_path / name))
+    assert [len(g) for g in group_runs(runs).values()] == [2, 1]
+    assert list(label_arms(runs)) == ["SFPO α=0.8, clip_eps=0.1", "SFPO α=0.8, clip_eps=0.3"]  # fmt: skip
