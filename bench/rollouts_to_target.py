@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from sfpo_edu.config import SFPOConfig  # noqa: E402
-from sfpo_edu.metrics import load_run  # noqa: E402
+from sfpo_edu.metrics import ARM_FIELDS, load_run  # noqa: E402
 from sfpo_edu.sfpo import replay_stop_rule  # noqa: E402
 from sfpo_edu.toy import compare_toy, toy_config  # noqa: E402
 
@@ -73,20 +73,14 @@ def first_reach(xs: list[float], ys: list[float], target: float) -> float | None
     return next((x for x, y in zip(xs, ys, strict=True) if y >= target - 1e-12), None)
 
 
-# The settings that make two runs the same experiment (threads and the evaluation or
-# checkpoint cadence aside).
-SAME_RUN = ("model", "task", "algo", "alpha", "num_fast_steps", "lr", "seed",
-            "num_steps", "num_prompts", "group_size", "max_new_tokens", "stop_rule",
-            "stop_threshold")  # fmt: skip
-
-
 def finished(run_dir: Path, cfg: SFPOConfig) -> bool:
     """True when ``run_dir`` holds this run up to its last step. A folder trained with
     other settings is an error: counting it would report another experiment."""
     if not (run_dir / "metrics.jsonl").exists():
         return False
     run = load_run(run_dir)
-    other = {k: run.config.get(k) for k in SAME_RUN if run.config.get(k) != getattr(cfg, k)}  # fmt: skip
+    fields = (*ARM_FIELDS, "seed")  # what makes it this arm and this seed
+    other = {k: run.config.get(k) for k in fields if run.config.get(k) != getattr(cfg, k)}  # fmt: skip
     if other:
         wanted = {k: getattr(cfg, k) for k in other}
         raise ValueError(

@@ -70,19 +70,20 @@ def measure(cfg: SFPOConfig, steps: int) -> dict[str, float]:
     # achieved GFLOP/s of one pass: the FLOPs of its forward and backward (counted by
     # torch), over the measured seconds per pass. Not for 4-bit: torch's counter does
     # not see bitsandbytes' 4-bit matrix products, and would count 40% too few FLOPs.
-    counter = FlopCounterMode(display=False)
+    gflop = None
     if cfg.quantization == "none":
-        with counter:
+        with FlopCounterMode(display=False) as counter:
             loss_fn(batch)[0].backward()
         optimizer.zero_grad(set_to_none=True)
+        gflop = counter.get_total_flops() / 1e9
     trainable, total = trainable_parameter_count(policy.model)
     keep = rows[1:] if len(rows) > 1 else rows  # the first step warms caches up
     out = {k: statistics.median(r[k] for r in keep) for k in keep[0]}
     out["update_per_pass_s"] = out["update_s"] / cfg.num_passes
     out["passes"] = cfg.num_passes
-    if cfg.quantization == "none":
-        out["pass_gflop"] = counter.get_total_flops() / 1e9
-        out["pass_gflop_per_s"] = out["pass_gflop"] / out["update_per_pass_s"]
+    if gflop is not None:
+        out["pass_gflop"] = gflop
+        out["pass_gflop_per_s"] = gflop / out["update_per_pass_s"]
     out["dtype"] = str(policy.dtype).removeprefix("torch.")
     out["threads"] = torch.get_num_threads()
     out["trainable_params"] = trainable
