@@ -6,17 +6,13 @@
         ...  # your code
     check_group_advantages(my_group_advantages)
 
-A check runs your function on hand-made, random and degenerate cases and compares each
-answer with the library's. For the first case that fails it prints the input, what was
-expected and what came back, and a hint when the answer is a common mistake. It never
-raises, so an unfinished skeleton does not stop a notebook.
-
-Each check is data (``grader.Exercise``): a reference function, its cases and its
-common mistakes as (wrong function, hint) pairs, in one module per topic. ``EXERCISES``
-maps each notebook to its checks, in order; solutions: ``notebooks/solutions/``.
+Each check (``grader.Exercise``) runs your function on hand-made, random and degenerate
+cases and, for the first one it fails, prints the input, the expected and the returned
+value and a hint for a common mistake; it never raises. ``EXERCISES`` maps each notebook
+to its checks, in order; solutions: ``notebooks/solutions/``.
 """
 
-from sfpo_edu.exercises.grpo_loss import (
+from sfpo_edu.exercises.grpo_loss import (  # noqa: F401 (re-exported)
     check_aggregate,
     check_clipped_surrogate,
     check_group_advantages,
@@ -24,12 +20,12 @@ from sfpo_edu.exercises.grpo_loss import (
     check_toy_expected_reward,
     check_toy_policy_gradient,
 )
-from sfpo_edu.exercises.llm_policy import (
+from sfpo_edu.exercises.llm_policy import (  # noqa: F401
     check_completion_mask,
     check_last_number,
     check_per_token_logps,
 )
-from sfpo_edu.exercises.sfpo_step import (
+from sfpo_edu.exercises.sfpo_step import (  # noqa: F401
     check_drift_metrics,
     check_interpolate_,
     check_lookahead_sgd_step,
@@ -37,7 +33,7 @@ from sfpo_edu.exercises.sfpo_step import (
     check_sfpo_points,
     check_sfpo_sgd_step,
 )
-from sfpo_edu.exercises.training_runs import (
+from sfpo_edu.exercises.training_runs import (  # noqa: F401
     check_effective_alpha,
     check_entropy_zscore,
     check_moving_average,
@@ -61,27 +57,3 @@ EXERCISES: dict[str, list[str]] = {
     "07_hyperparameter_lab": ["check_toy_expected_reward", "check_rollouts_per_step",
                               "check_effective_alpha"],
 }  # fmt: skip
-__all__ = [
-    "EXERCISES",
-    "check_aggregate",
-    "check_clipped_surrogate",
-    "check_completion_mask",
-    "check_drift_metrics",
-    "check_effective_alpha",
-    "check_entropy_zscore",
-    "check_group_advantages",
-    "check_interpolate_",
-    "check_kl_k3",
-    "check_last_number",
-    "check_lookahead_sgd_step",
-    "check_moving_average",
-    "check_optimizer_steps",
-    "check_per_token_logps",
-    "check_reposition",
-    "check_rollouts_per_step",
-    "check_sfpo_points",
-    "check_sfpo_sgd_step",
-    "check_stop_step",
-    "check_toy_expected_reward",
-    "check_toy_policy_gradient",
-]
