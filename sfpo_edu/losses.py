@@ -1,21 +1,15 @@
 """The GRPO math as pure functions on tensors: advantages, the clipped surrogate, KL.
 
-Everything here takes tensors and returns tensors (plus a small dict of diagnostics).
-Nothing knows about models, tokenizers or optimizers, so the same functions score a
-2-parameter toy bandit and a LoRA language model. Shapes: B completions (num_prompts ×
-G, each prompt's G completions consecutive), T completion tokens.
-
-    advantages, stats = group_advantages(rewards, group_size=8)          # (B,)
-    loss, stats = grpo_loss(per_token_logps, old_per_token_logps, advantages,
-                            completion_mask, clip_eps=0.2)
+Nothing here knows about models, tokenizers or optimizers, so the same functions score
+the toy bandit and a LoRA language model. Shapes: B completions (num_prompts × G, each
+prompt's G completions consecutive), T completion tokens.
 
 Where this departs from a textbook:
-1. Advantages use the unbiased group std and add 1e-6 to it (as the SFPO reference
-   code and TRL do), so a group whose rewards are all equal gets zero advantage.
+1. Advantages use the unbiased group std plus 1e-6 (as the SFPO reference code and TRL
+   do); a group whose rewards are all equal gets exactly zero advantage.
 2. The KL penalty is the k3 estimator exp(r) − r − 1 with r = log π_ref − log π_θ,
    added per token (not folded into the reward).
-3. ``dr_grpo`` divides by B × ``max_tokens`` (pass the generation limit), or by
-   B × T, the padded completion length, when it is not given.
+3. ``dr_grpo`` divides by B × ``max_tokens`` (the generation limit; T if not given).
 """
 
 from __future__ import annotations
@@ -27,8 +21,7 @@ EPS = 1e-6
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of ``x`` over the entries where ``mask`` is 1 (all of them, or along
-    ``dim``). Empty slices give 0, not NaN."""
+    """Mean of ``x`` where ``mask`` is 1 (all of it, or along ``dim``); 0 if empty."""
     mask = mask.to(x.dtype)
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1.0)
@@ -38,24 +31,16 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 def group_advantages(
     rewards: Tensor, group_size: int, scale: bool = True
 ) -> tuple[Tensor, dict[str, float]]:
-    """GRPO advantages: each reward minus its group's mean, over the group's std.
+    """GRPO advantages Â_i = (R_i − mean(R_group)) / (std(R_group) + 1e-6), unbiased
+    std; ``scale=False`` (Dr. GRPO) only subtracts the mean.
 
-    Â_i = (R_i − mean(R_group)) / (std(R_group) + 1e-6), unbiased std; with
-    ``scale=False`` (Dr. GRPO) only the mean is subtracted.
-
-    Args:
-        rewards: (B,) with B = num_prompts × G, each group's G rewards consecutive.
-        group_size: G (≥ 2).
-    Returns:
-        advantages (B,) and ``reward/mean``, ``reward/std``, ``reward/frac_zero_std``.
-
-    Defined in :doc:`grpo`.
+    ``rewards`` is (B,), each group's G ≥ 2 rewards consecutive. Returns advantages (B,)
+    and ``reward/mean``, ``reward/std``, ``reward/frac_zero_std``. Defined in :doc:`grpo`.
     """
     if group_size < 2 or rewards.dim() != 1 or rewards.numel() % group_size:
         raise ValueError(
             f"rewards of shape {tuple(rewards.shape)} cannot be split into groups of "
-            f"{group_size}. Fix: pass a 1-D tensor of num_prompts × group_size rewards "
-            f"with group_size >= 2."
+            f"{group_size}. Fix: pass num_prompts × group_size rewards, group_size >= 2."
         )
     grouped = rewards.float().view(-1, group_size)  # (N, G)
     mean = grouped.mean(dim=1, keepdim=True)  # (N, 1)
@@ -64,8 +49,7 @@ def group_advantages(
     adv = grouped - mean  # (N, G)
     if scale:
         adv = adv / (std + EPS)
-    # a group of equal rewards has nothing to compare: exactly 0, not the rounding
-    # error of its float mean (0.1 × 8 / 8 ≠ 0.1) over a std near 0
+    # equal rewards: exactly 0, not float rounding (0.1 × 8 / 8 ≠ 0.1) over a std near 0
     equal = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)  # (N, 1)
     adv = adv.masked_fill(equal, 0.0)
     stats = {
@@ -100,26 +84,18 @@ def aggregate(
     if loss_agg == "dr_grpo":
         length = per_token.shape[-1] if max_tokens is None else max_tokens
         return (per_token * mask).sum() / (per_token.shape[0] * length)
-    raise ValueError(
-        f"loss_agg={loss_agg!r} is not one of 'token_mean', 'seq_mean', 'dr_grpo'."
-    )
+    raise ValueError(f"loss_agg={loss_agg!r} is not token_mean, seq_mean or dr_grpo.")
 
 
 def kl_k3(per_token_logps: Tensor, ref_per_token_logps: Tensor) -> Tensor:
-    """Per-token k3 estimate of KL(π_θ ‖ π_ref): exp(r) − r − 1, r = log π_ref − log π_θ.
-
-    Non-negative, zero where the two log-probs agree. Shapes (B, T) → (B, T).
-    Defined in :doc:`grpo`.
-    """
+    """Per-token k3 estimate of KL(π_θ ‖ π_ref): exp(r) − r − 1, r = log π_ref − log π_θ;
+    ≥ 0, and 0 where the log-probs agree. (B, T) → (B, T). Defined in :doc:`grpo`."""
     r = ref_per_token_logps - per_token_logps  # (B, T)
     return torch.exp(r) - r - 1
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy −Σ_v p_v log p_v of the categorical over the last axis: (..., V) → (...).
-
-    Defined in :doc:`grpo`.
-    """
+    """Entropy −Σ_v p_v log p_v over the last axis, (..., V) → (...). See :doc:`grpo`."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
@@ -132,14 +108,9 @@ def clipped_surrogate(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-token PPO-clip loss −min(ρ Â, clip(ρ, 1−ε, 1+ε) Â) with ρ = π_θ / π_θ₀.
 
-    Args:
-        per_token_logps: (B, T) log π_θ, with grad.
-        old_per_token_logps: (B, T) log π_θ₀ of the behaviour policy, computed once.
-        advantages: (B,) one advantage per completion, broadcast over its tokens.
-    Returns:
-        per-token loss (B, T), ratio ρ (B, T), and a (B, T) bool "clipping is active"
-        (the clipped branch is the minimum, so this token gets no gradient).
-
+    Log-probs are (B, T): ``per_token_logps`` with grad, ``old_per_token_logps`` at θ₀,
+    computed once; ``advantages`` (B,) broadcast over each completion's tokens. Returns
+    the per-token loss, ρ and "clipping is active" (no gradient), all (B, T).
     Defined in :doc:`grpo`.
     """
     B = per_token_logps.shape[0]
@@ -175,18 +146,13 @@ def grpo_loss(
     entropy: Tensor | None = None,
     max_tokens: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """The GRPO objective every pass (fast, slow, plain GRPO) minimises.
+    """The GRPO objective every pass (fast, slow, plain GRPO) minimises, (B, T) → ():
 
     L(θ) = agg_t[ −min(ρ_t Â, clip(ρ_t, 1−ε, 1+ε) Â) + β KL_k3(π_θ ‖ π_ref)_t − c H_t ]
 
-    All per-token tensors are (B, T); ``advantages`` is (B,). ``entropy`` (per-token
-    entropy of π_θ, (B, T)) is needed for the bonus and is logged when given.
-    ``max_tokens`` is Dr. GRPO's constant length (the generation limit).
-
-    Returns the scalar loss and diagnostics: ``loss``, ``clip_frac`` (share of tokens
-    whose clipped branch is active), ``kl`` (k3 estimate of KL(π_θ₀ ‖ π_θ) on the batch:
-    how far this pass has moved from the behaviour policy), ``ratio_dev`` (mean
-    |ρ − 1|), ``entropy`` and ``ref_kl`` where available.
+    ``entropy`` (per token) is needed for the bonus and logged when given. Diagnostics:
+    ``loss``, ``clip_frac``, ``kl`` (KL(π_θ₀ ‖ π_θ) by k3: how far this pass has moved
+    from the behaviour policy), ``ratio_dev`` (mean |ρ − 1|), ``entropy``, ``ref_kl``.
     """
     per_token, ratio, is_clipped = clipped_surrogate(
         per_token_logps, old_per_token_logps, advantages, clip_eps
@@ -201,7 +167,6 @@ def grpo_loss(
             raise ValueError("entropy_coef > 0 needs the per-token entropy.")
         per_token = per_token - entropy_coef * entropy
     loss = aggregate(per_token, completion_mask, loss_agg, max_tokens)
-
     with torch.no_grad():
         mask = completion_mask
         # KL(π_θ₀ ‖ π_θ) by k3 on samples from π_θ₀: r = log π_θ − log π_θ₀

@@ -1,20 +1,13 @@
 """Parameter-space helpers: which tensors SFPO moves, snapshots, reposition, distances.
 
-SFPO works on the *trainable* parameters only. Under LoRA those are the adapter
-matrices; the frozen (possibly 4-bit) base model is never copied or touched.
+SFPO works on the *trainable* parameters only: under LoRA the adapter matrices, never
+the frozen (possibly 4-bit) base model.
 
     params = trainable_params(model)
     theta_0 = snapshot(params)                # fp32 copies, no grad
     ...                                       # K fast steps move params to θ_K
     interpolate_(params, theta_0, alpha)      # now params hold θ̃
     distance(theta_0, params)                 # ‖θ̃ − θ₀‖
-
-Where this departs from a textbook:
-1. Snapshots are float32 (exact for fp32, bf16 and fp16 parameters), and the
-   reposition is computed in float32, then cast back to the parameter dtype.
-2. The reposition (``reposition``, the only place θ̃ is computed) uses ``torch.lerp``,
-   which returns exactly θ_K at α = 1 and exactly θ₀ at α = 0; the literal
-   θ₀ + α(θ_K − θ₀) can be off by one ulp at α = 1.
 """
 
 from __future__ import annotations
@@ -30,21 +23,16 @@ Snapshot = list[Tensor]
 def trainable_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
     """The parameters with ``requires_grad`` (LoRA adapters only, under LoRA)."""
     if isinstance(model_or_params, nn.Module):
-        candidates = model_or_params.parameters()
-    else:
-        candidates = model_or_params
-    params = [p for p in candidates if p.requires_grad]
+        model_or_params = model_or_params.parameters()
+    params = [p for p in model_or_params if p.requires_grad]
     if not params:
-        raise ValueError(
-            "no trainable parameters found (none has requires_grad=True). Fix: enable "
-            "LoRA or unfreeze some weights before training."
-        )
+        raise ValueError("no trainable parameters: enable LoRA or unfreeze weights.")
     return params
 
 
 @torch.no_grad()
 def snapshot(params: Sequence[Tensor]) -> Snapshot:
-    """Detached float32 copies of ``params`` (e.g. θ₀ before the fast steps)."""
+    """Detached float32 copies of ``params`` (exact for fp32, bf16 and fp16 ones)."""
     return [p.detach().float().clone() for p in params]
 
 
@@ -58,10 +46,9 @@ def restore_(params: Sequence[Tensor], snap: Snapshot) -> None:
 def reposition(theta_k: Tensor, theta_0: Tensor, alpha: float) -> Tensor:
     """θ̃ = θ₀ + α(θ_K − θ₀), the one place in the library that computes it.
 
-    ``lerp(θ_K, θ₀, 1 − α) = θ_K + (1 − α)(θ₀ − θ_K)``, exact at both ends (α = 1 gives
-    θ_K, α = 0 gives θ₀). Works on any pair of same-shape tensors (a parameter and its
-    snapshot, or two flat vectors); α outside [0, 1] extrapolates along the chord.
-    Defined in :doc:`implementation`.
+    ``lerp(θ_K, θ₀, 1 − α) = θ_K + (1 − α)(θ₀ − θ_K)`` is exact at both ends (α = 1 gives
+    θ_K, α = 0 gives θ₀), where the literal formula can be one ulp off at α = 1. Any two
+    same-shape tensors; α outside [0, 1] extrapolates. Defined in :doc:`implementation`.
     """
     # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
     return theta_k.lerp(theta_0, 1.0 - alpha)
@@ -100,26 +87,17 @@ def cosine(u: Tensor, v: Tensor) -> float:
 def drift_metrics(
     theta_0: Snapshot, theta_k: Snapshot, theta_next: Sequence[Tensor], alpha: float
 ) -> dict[str, float]:
-    """Distances of one SFPO step, from θ₀, θ_K and θ_{s+1} (θ̃ by ``reposition``).
-
-    ``sfpo/drift_norm`` ‖θ_K − θ₀‖, ``sfpo/reposition_norm`` ‖θ̃ − θ₀‖,
-    ``sfpo/slow_step_norm`` ‖θ_{s+1} − θ̃‖, ``sfpo/cos_fast_slow`` cos(θ_K − θ₀,
-    θ_{s+1} − θ̃) and ``update/norm`` ‖θ_{s+1} − θ₀‖.
-    Defined in :doc:`metrics`.
-    """
+    """The distances of one SFPO step between θ₀, θ_K, θ̃ and θ_{s+1}; the keys are
+    defined in :doc:`metrics`."""
     t0, tk, tn = flatten(theta_0), flatten(theta_k), flatten(theta_next)  # (D,)
     # θ̃ as interpolate_ stored it: in fp32, then rounded to each parameter's dtype
-    theta_tilde = flatten(
-        [
-            reposition(k, z, alpha).to(p.dtype)
-            for k, z, p in zip(theta_k, theta_0, theta_next, strict=True)
-        ]
-    )  # (D,)
+    points = zip(theta_k, theta_0, theta_next, strict=True)
+    theta_tilde = flatten([reposition(k, z, alpha).to(p.dtype) for k, z, p in points])
     fast, slow = tk - t0, tn - theta_tilde  # (D,)
     return {
-        "sfpo/drift_norm": fast.norm().item(),
-        "sfpo/reposition_norm": (theta_tilde - t0).norm().item(),
-        "sfpo/slow_step_norm": slow.norm().item(),
+        "sfpo/drift_norm": fast.norm().item(),  # ‖θ_K − θ₀‖
+        "sfpo/reposition_norm": (theta_tilde - t0).norm().item(),  # ‖θ̃ − θ₀‖
+        "sfpo/slow_step_norm": slow.norm().item(),  # ‖θ_{s+1} − θ̃‖
         "sfpo/cos_fast_slow": cosine(fast, slow),
-        "update/norm": (tn - t0).norm().item(),
+        "update/norm": (tn - t0).norm().item(),  # ‖θ_{s+1} − θ₀‖
     }

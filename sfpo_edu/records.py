@@ -1,12 +1,6 @@
-"""The typed records that pass between the parts of the library; they import only torch.
-
-* ``StepPath``: the points in parameter space that one update passes through, filled by
-  the update itself (``sfpo.sfpo_update``, ``sfpo.grpo_update``) when a caller asks.
-* ``RolloutBatch``: prompts, sampled completions and what the loss needs of them.
-* ``Policy``: a model and its tokenizer.
-
-Keeping them here lets the algorithm (``sfpo``, ``losses``, ``params``) and the
-log-prob code (``logprobs``) name them without importing transformers.
+"""The typed records passed between the parts of the library: ``StepPath`` (the points
+one update passes through), ``RolloutBatch`` and ``Policy``. They import only torch, so
+the algorithm and ``logprobs`` can name them without importing transformers.
 """
 
 from __future__ import annotations
@@ -22,13 +16,10 @@ from torch import Tensor
 class StepPath:
     """θ₀, the fast iterates, θ_K, θ̃ and θ_{s+1} of one update, as flat fp32 (D,).
 
-    Pass ``path=StepPath()`` to an update and it comes back filled; without it the
-    update copies nothing. ``with_fast=False`` skips the K + 1 fast iterates.
-
-    GRPO with μ passes reads as SFPO at α = 1: ``fast`` holds the start of every pass
-    and θ_K = θ̃ the start of the last one. With α = 0 (one GRPO pass, or SFPO after
-    the stop rule fired) and for a skipped step, θ_K = θ̃ = θ₀ and ``fast`` is [θ₀].
-    Defined in :doc:`implementation`.
+    Pass ``path=StepPath()`` to an update and it comes back filled (``with_fast=False``
+    skips the fast iterates). GRPO with μ passes reads as SFPO at α = 1: ``fast`` holds
+    the start of every pass, θ_K = θ̃ the start of the last. With α = 0 and for a skipped
+    step, θ_K = θ̃ = θ₀ and ``fast`` is [θ₀]. Defined in :doc:`implementation`.
     """
 
     with_fast: bool = True
@@ -39,7 +30,6 @@ class StepPath:
     theta_next: Tensor | None = None  # (D,) θ_{s+1}, the result
 
     def add_fast(self, point: Tensor) -> None:
-        """Append one fast iterate (when ``with_fast``)."""
         if self.with_fast:
             self.fast.append(point)
 
@@ -53,7 +43,7 @@ class StepPath:
         return torch.stack(self.fast)
 
     def points(self) -> dict[str, Tensor]:
-        """The named points, for plotting and for ``metrics.save_trajectory``."""
+        """The named points, for plotting and ``metrics.save_trajectory``."""
         named = {"theta_0": self.theta_0, "theta_k": self.theta_k}
         named |= {"theta_tilde": self.theta_tilde, "theta_next": self.theta_next}
         return ({"fast": self.fast_path()} if self.fast else {}) | named
@@ -61,11 +51,8 @@ class StepPath:
 
 @dataclass
 class RolloutBatch:
-    """Prompts, sampled completions and (filled in later) what the update needs.
-
-    Every tensor has first dimension B and every list has length B, so a trainer can
-    split the batch into mini-batches by slicing dimension 0 of each field.
-    """
+    """Prompts, sampled completions and (filled in later) what the update needs. Every
+    tensor has first dimension B and every list length B, so slicing splits it."""
 
     prompt_ids: Tensor  # (B, P) left-padded; each prompt repeated G times in a row
     prompt_mask: Tensor  # (B, P) 1 for prompt tokens, 0 for left padding
@@ -86,13 +73,9 @@ class RolloutBatch:
 
 @dataclass
 class Policy:
-    """A model to train and the tokenizer that goes with it.
-
-    `model` is a transformers causal LM (`model(input_ids).logits` is (B, L, V)),
-    wrapped by peft when LoRA is on; `tokenizer` its transformers tokenizer. `device`
-    is where its weights live, `dtype` the dtype it computes in (the 4-bit compute
-    dtype under quantization).
-    """
+    """A transformers causal LM (peft-wrapped under LoRA; ``model(ids).logits`` is
+    (B, L, V)), its tokenizer, the device of its weights and the dtype it computes in
+    (the 4-bit compute dtype under quantization)."""
 
     model: torch.nn.Module
     tokenizer: Any  # transformers.PreTrainedTokenizerBase

@@ -1,9 +1,9 @@
 """THE algorithm: one GRPO update and one SFPO update on a rollout batch, and the stop rule.
 
-Both updates are policy-agnostic. They get the trainable parameters, the optimizer,
-the rollout batch and a ``loss_fn(batch) -> (loss, metrics)`` that reads the batch's
-``old_per_token_logps`` (computed once at θ₀ by the caller) and ``advantages``. The same
-functions train the 2-parameter toy in ``toy.py`` and a 4-bit LoRA language model.
+The updates only see the trainable parameters, the optimizer, a rollout batch and a
+``loss_fn(batch) -> (loss, metrics)`` that reads its ``advantages`` and its
+``old_per_token_logps`` (computed once at θ₀), so they train the toy bandit
+(``toy.py``) and a 4-bit LoRA language model alike:
 
     metrics = sfpo_update(params, optimizer, batch, loss_fn, num_fast_steps=3, alpha=0.8)
 
@@ -15,8 +15,8 @@ One SFPO update (paper Algorithm 1, arXiv 2510.04072):
 Where this departs from (or pins down what is open in) the paper:
 1. Only trainable parameters are snapshotted and repositioned (LoRA adapters only).
 2. One optimizer for all stages; its state (Adam moments, step count) is never reset,
-   snapshotted or interpolated: the reference code's behaviour. Weight decay acts in
-   the fast steps too.
+   snapshotted or interpolated, as in the reference code. Weight decay acts in the fast
+   steps too.
 3. A "pass" is ``num_minibatches`` optimizer steps over fixed, unshuffled slices of the
    batch; 1 (the default) is the paper's one full-batch gradient step.
 4. With α = 0 the fast passes are skipped (they would still move Adam's moments), so
@@ -24,8 +24,8 @@ Where this departs from (or pins down what is open in) the paper:
 5. The old log-probs are never recomputed: the clip band stays centred on θ₀, so the
    slow pass starts with a ratio π_θ̃ / π_θ₀ that is already ≠ 1.
 6. A non-finite loss or gradient norm raises ``NonFiniteError`` before the optimizer
-   steps; ``update()`` then restores θ₀ and reports the step as skipped (Adam moments
-   from earlier, finite passes of that step are kept).
+   steps; ``update()`` then restores θ₀ and reports the step as skipped (the Adam
+   moments of its earlier, finite passes are kept).
 """
 
 from __future__ import annotations
@@ -61,17 +61,12 @@ class NonFiniteError(RuntimeError):
 
 
 def split_batch(batch: Any, num_minibatches: int) -> list[Any]:
-    """Split a dataclass batch into equal, consecutive mini-batches along dim 0.
-
-    Tensor fields with a first dimension of B and list fields of length B are sliced;
-    every other field (e.g. ``group_size``, ``None``) is shared.
-    """
+    """Split a dataclass batch into equal, consecutive mini-batches along dim 0: tensors
+    and lists of length B are sliced, other fields (``group_size``, ``None``) shared."""
     if num_minibatches == 1:
         return [batch]
-    fields = dataclasses.fields(batch)
-    size = next(
-        len(v) for f in fields if isinstance(v := getattr(batch, f.name), Tensor | list)
-    )
+    values = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    size = next(len(v) for v in values.values() if isinstance(v, Tensor | list))
     if size % num_minibatches:
         raise ValueError(
             f"a batch of {size} cannot be split into {num_minibatches} equal "
@@ -84,9 +79,7 @@ def split_batch(batch: Any, num_minibatches: int) -> list[Any]:
         return value[i * step : (i + 1) * step] if sliceable else value
 
     return [
-        dataclasses.replace(
-            batch, **{f.name: part(getattr(batch, f.name), i) for f in fields}
-        )
+        dataclasses.replace(batch, **{k: part(v, i) for k, v in values.items()})
         for i in range(num_minibatches)
     ]
 
@@ -107,12 +100,8 @@ def train_pass(
     loss_fn: LossFn,
     max_grad_norm: float | None = None,
 ) -> list[dict[str, float]]:
-    """One pass over the batch: an optimizer step per mini-batch, in order.
-
-    Returns the loss_fn metrics of each mini-batch (plus ``grad_norm``), each measured
-    at the parameters *before* that mini-batch's step.
-    Defined in :doc:`implementation`.
-    """
+    """One pass: an optimizer step per mini-batch, in order. Returns each mini-batch's
+    metrics (plus ``grad_norm``), measured *before* its step. See :doc:`implementation`."""
     rows = []
     for minibatch in minibatches:
         optimizer.zero_grad(set_to_none=True)
@@ -149,13 +138,9 @@ def grpo_update(
     max_grad_norm: float | None = None,
     path: StepPath | None = None,
 ) -> dict[str, float]:
-    """GRPO: ``num_passes`` passes of the loss over one rollout batch (TRL's μ).
-
-    Metrics: a single pass logs as ``pass/…``. μ > 1 passes are SFPO at α = 1 (θ̃ = θ_K)
-    and log as SFPO does: the last pass as ``slow/…``, the one before as ``fast/…``.
-    ``sfpo/entropy`` is the last pass's entropy. ``path``, if given, is filled with
-    the start of every pass (see ``StepPath``). Defined in :doc:`grpo`.
-    """
+    """GRPO: ``num_passes`` passes of the loss over one rollout batch (TRL's μ). One
+    pass logs as ``pass/…``; μ > 1 passes are SFPO at α = 1 (θ̃ = θ_K) and log as it
+    does (``fast/…``, ``slow/…``, ``path``). Defined in :doc:`grpo`."""
     _check_counts(num_passes=num_passes)
     minibatches = split_batch(batch, num_minibatches)
     passes = []
@@ -195,10 +180,9 @@ def sfpo_update(
 ) -> dict[str, float]:
     """SFPO: K fast passes, reposition to θ̃ = θ₀ + α(θ_K − θ₀), one slow pass from θ̃.
 
-    ``params`` hold θ₀ (the behaviour policy that sampled ``batch``) on entry and θ_{s+1}
-    on return; ``theta_0`` may pass in a snapshot of θ₀. ``diagnostics`` adds one no-grad
-    evaluation at θ_K (``kl/theta_k``); ``path`` gets the points (``StepPath``).
-    Defined in :doc:`sfpo`.
+    ``params`` hold θ₀ (the policy that sampled ``batch``; ``theta_0`` may pass in its
+    snapshot) on entry, θ_{s+1} on return. ``diagnostics`` adds a no-grad evaluation at
+    θ_K; ``path`` gets the points (``StepPath``). Defined in :doc:`sfpo`.
     """
     _check_counts(num_fast_steps=num_fast_steps, alpha=alpha)  # before anything moves
     minibatches = split_batch(batch, num_minibatches)
@@ -242,15 +226,12 @@ def sfpo_update(
 
 
 def _check_counts(alpha: float = 0.0, **counts: int) -> None:
-    """ValueError for a pass count below 1 or an α outside [0, 1], with the fix."""
+    """ValueError for a pass count below 1 or an α outside [0, 1]."""
     for name, n in counts.items():
         if n < 1:
             raise ValueError(f"{name}={n} must be at least 1 (a pass over the batch).")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            f"alpha={alpha} must lie in [0, 1]: α = 0 is one GRPO pass, α = 1 is "
-            "GRPO×(K+1), the paper's default is 0.8."
-        )
+        raise ValueError(f"alpha={alpha} must lie in [0, 1]; the paper uses 0.8.")
 
 
 @dataclass
@@ -258,13 +239,13 @@ class StopRule:
     """Switches SFPO off for good when the policy entropy behaves unusually.
 
     Call ``check(step)`` before each update and ``record(entropy)`` after it. With at
-    least ω entropies H recorded, z = (H[-1] − mean(H[-ω:])) / (std(H[-ω:]) + 1e-9)
-    (population std; the window includes the latest value).
+    least ω entropies H recorded, z = (H[-1] − mean(H[-ω:])) / (std(H[-ω:]) + 1e-9),
+    population std, the window including the latest value.
 
     * ``rise`` (reference code): fire when z ≥ τ.
-    * ``abs`` (paper): fire when |z| ≥ τ. On a steadily falling entropy |z| ≈ 1.68 for
-      ω = 30, so τ = 1 fires as soon as the window fills.
+    * ``abs`` (paper): fire when |z| ≥ τ (≈ 1.68 on a steadily falling entropy, ω = 30).
     * ``step``: fire at ``stop_step``;  ``never``: never fire.
+
     Defined in :doc:`stop_rule`.
     """
 
@@ -292,9 +273,8 @@ class StopRule:
         if len(self.entropies) < self.window:
             return None
         recent = self.entropies[-self.window :]
-        return (recent[-1] - statistics.fmean(recent)) / (
-            statistics.pstdev(recent) + 1e-9
-        )
+        mean, std = statistics.fmean(recent), statistics.pstdev(recent)
+        return (recent[-1] - mean) / (std + 1e-9)
 
     def check(self, step: int) -> bool:
         """True when SFPO must be off at ``step`` (fires at most once, permanently)."""
@@ -329,17 +309,11 @@ def replay_stop_rule(
     threshold: float = 1.0,
     stop_step: int | None = None,
 ) -> tuple[list[float | None], int | None]:
-    """When would the rule have fired on a recorded entropy series?
+    """When would the rule have fired on a recorded ``sfpo/entropy`` series (any run's)?
 
-    A new ``StopRule`` is driven as ``update`` drives it: the check at step s sees
-    H_0 … H_{s−1}, then H_s is recorded; checks at s = 0 … len(H). Works on any run's
-    ``sfpo/entropy``, GRPO's included (what the rule would have done there).
-
-    Returns:
-        The z each check saw (len(H) + 1 values, None before ω entropies exist) and
-        the step at which the rule fired (None: never).
-
-    Defined in :doc:`stop_rule`.
+    Drives a new ``StopRule`` as ``update`` does: the check at step s = 0 … len(H) sees
+    H_0 … H_{s−1}, then H_s is recorded. Returns the z of each check (None before ω
+    entropies) and the step it fired at (None: never). Defined in :doc:`stop_rule`.
     """
     stop = StopRule(rule, window, threshold, stop_step)
     zscores = []
@@ -366,14 +340,10 @@ def start_outer_step(
     sfpo: bool = True,
     agree: Callable[[bool], bool] | None = None,
 ) -> dict[str, float]:
-    """The outer-step controller's first half: check the stop rule, fix the α to use.
-
-    Returns the step's ``sfpo/…`` keys: ``sfpo/alpha`` (the effective α: 0 once the
-    rule fired), ``sfpo/active``, ``sfpo/stopped`` and ``sfpo/entropy_z`` (once the
-    window is full). GRPO (``sfpo=False``) never checks the rule and reports its α
-    (0, or 1 for GRPO×(K+1)) as inactive. ``agree`` lets several processes take one
-    decision (e.g. rank 0's). Used by ``update`` and by ``trl.SFPOTrainer``.
-    Defined in :doc:`stop_rule`.
+    """Check the stop rule and fix the step's α (0 once the rule fired); returns the
+    ``sfpo/…`` keys. GRPO (``sfpo=False``) never checks the rule. ``agree`` lets several
+    processes take one decision (e.g. rank 0's). The one controller of ``update`` and
+    ``trl.SFPOTrainer``. Defined in :doc:`stop_rule`.
     """
     z = stop_rule.zscore()
     off = stop_rule.check(step) if sfpo else False
@@ -393,7 +363,7 @@ def start_outer_step(
 
 
 def finish_outer_step(stop_rule: StopRule, metrics: dict[str, float]) -> None:
-    """The controller's second half: feed the stop rule this step's ``sfpo/entropy``."""
+    """Feed the stop rule this step's ``sfpo/entropy``."""
     if "sfpo/entropy" in metrics:
         stop_rule.record(metrics["sfpo/entropy"])
 
@@ -408,9 +378,8 @@ def update(
     step: int,
     path: StepPath | None = None,
 ) -> dict[str, float]:
-    """One outer step's update for ``cfg.algo``, with the stop rule and the
-    non-finite guard. This is what a trainer calls after the rollouts; ``path``
-    as in ``sfpo_update``."""
+    """One outer step's update for ``cfg.algo``, with the stop rule and the non-finite
+    guard: what a trainer calls after the rollouts."""
     sfpo = cfg.algo == "sfpo"
     metrics = start_outer_step(stop_rule, step, cfg.effective_alpha, sfpo=sfpo)
     theta_0 = snapshot(params)

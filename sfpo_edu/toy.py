@@ -1,18 +1,12 @@
 """An exact toy: a 2-parameter softmax bandit, trained by the real GRPO / SFPO updates.
 
-Think of each arm as one possible answer to a single prompt. The policy is a softmax
-over arms whose logits are ``features @ θ`` with θ ∈ R², each arm's feature a unit
-vector at its own angle: the direction of θ chooses an answer, its length how sure the
-policy is. The expected reward J(θ) = Σ_a π_θ(a) r_a is known in closed form, so the
-landscape can be drawn exactly and every stage of an update costs microseconds.
+Each arm is one answer to a single prompt. The logits are ``features @ θ``, θ ∈ R², with
+a unit-vector feature per arm: the direction of θ picks an answer, its length how sure
+the policy is. J(θ) = Σ_a π_θ(a) r_a is exact, so the landscape can be drawn, and a step
+costs microseconds. The toy's ``loss_fn`` (``grpo_loss`` on one-token completions)
+goes to the same ``sfpo.update`` that trains a language model:
 
-    bandit = ToyBandit()
-    cfg = toy_config(algo="sfpo")
-    run = run_toy(cfg, num_steps=50)          # ToyRun: thetas, expected rewards, ...
-
-The toy's ``loss_fn`` is built from ``losses.grpo_loss`` and is passed to the very same
-``sfpo.update`` that trains a language model. A completion is one token (the arm), so
-``per_token_logps`` has shape (B, 1).
+    run = run_toy(toy_config(algo="sfpo"), num_steps=50)  # ToyRun: thetas, rewards, ...
 
 Lookahead (Zhang et al. 2019) is here for contrast: its inner steps use *fresh* rollout
 batches and it takes no extra step after pulling back.
@@ -44,9 +38,9 @@ from sfpo_edu.sfpo import (
 
 TOY_ALGOS = ("grpo", "grpo_multi", "sfpo", "lookahead")
 
-# Six answers around the circle. 0.1 mimics the reference reward for "a parseable but
-# wrong answer", 1.0 the correct one. The start leans away from the correct answer
-# (J(θ₀) ≈ 0.12), so the path to it has to bend around the circle.
+# Six answers around the circle: 1.0 is the correct one, 0.1 the reference reward for a
+# parseable but wrong answer. The start leans away from the correct answer (J(θ₀) ≈
+# 0.12), so the path to it has to bend around the circle.
 ARM_ANGLES_DEG = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
 ARM_REWARDS = (0.1, 0.0, 0.1, 1.0, 0.0, 0.0)
 THETA_INIT = (0.5, -0.5)
@@ -66,9 +60,7 @@ class ToyBatch:
 
 class ToyBandit(nn.Module):
     """Softmax policy over arms with logits ``features @ θ``; θ is the only parameter.
-
-    Defined in :doc:`sfpo`.
-    """
+    Defined in :doc:`sfpo`."""
 
     def __init__(
         self,
@@ -78,9 +70,7 @@ class ToyBandit(nn.Module):
     ) -> None:
         super().__init__()
         if len(arm_angles_deg) != len(arm_rewards) or len(arm_rewards) < 2:
-            raise ValueError(
-                "arm_angles_deg and arm_rewards must have the same length (>= 2 arms)."
-            )
+            raise ValueError("len(arm_angles_deg) must equal len(arm_rewards), >= 2.")
         angles = torch.tensor(arm_angles_deg, dtype=torch.float64) * math.pi / 180
         features = torch.stack([angles.cos(), angles.sin()], dim=1).float()  # (A, 2)
         self.register_buffer("features", features)
@@ -111,22 +101,17 @@ class ToyBandit(nn.Module):
         generator: torch.Generator | None = None,
         scale_rewards: bool = True,
     ) -> ToyBatch:
-        """Sample G arms per group from π_θ (the behaviour policy θ₀), score them and
-        compute group advantages and the old log-probs, once."""
+        """Sample G arms per group at θ₀, score them, and compute group advantages and
+        the old log-probs, once."""
         logp = self.log_probs()  # (A,)
         actions = torch.multinomial(
             logp.exp(), num_groups * group_size, replacement=True, generator=generator
         )  # (B,)
         rewards = self.arm_rewards[actions]  # (B,)
         advantages, _ = group_advantages(rewards, group_size, scale_rewards)
-        return ToyBatch(
-            actions=actions,
-            rewards=rewards,
-            advantages=advantages,
-            old_per_token_logps=logp[actions].unsqueeze(1),  # (B, 1)
-            completion_mask=torch.ones(len(actions), 1),  # (B, 1)
-            group_size=group_size,
-        )
+        old_logps = logp[actions].unsqueeze(1)  # (B, 1) log π_θ₀(a)
+        mask = torch.ones(len(actions), 1)  # (B, 1)
+        return ToyBatch(actions, rewards, advantages, old_logps, mask, group_size)
 
     def make_loss_fn(self, cfg: SFPOConfig) -> LossFn:
         """The GRPO loss on a ToyBatch, with the exact policy entropy."""
@@ -150,8 +135,8 @@ class ToyBandit(nn.Module):
 
 
 def toy_config(**changes: Any) -> SFPOConfig:
-    """An SFPOConfig with settings that suit the bandit (plain SGD, a big step, small
-    batches, no stop rule, no gradient clipping); pass fields to override."""
+    """An SFPOConfig that suits the bandit (plain SGD, a big step, small batches, no
+    stop rule, no gradient clipping); pass fields to override."""
     defaults: dict[str, Any] = dict(
         optimizer="sgd",
         lr=0.5,
@@ -177,9 +162,7 @@ def lookahead_update(
     max_grad_norm: float | None = None,
 ) -> dict[str, float]:
     """Lookahead: k inner steps, each on a FRESH batch sampled at the current θ, then
-    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Uses k rollout batches per outer step.
-    Defined in :doc:`sfpo`.
-    """
+    θ ← θ₀ + α(θ_k − θ₀) and no extra step. Defined in :doc:`sfpo`."""
     theta_0 = snapshot(params)
     for _ in range(num_inner_steps):
         rows = train_pass(params, optimizer, [sample_batch()], loss_fn, max_grad_norm)
@@ -282,7 +265,7 @@ def compare_toy(
 
 
 def comparison_table(runs: dict[str, list[ToyRun]], every: int = 10) -> str:
-    """A plain-text table of mean expected reward (over seeds) per outer step, with the
+    """Plain-text table of the mean expected reward over seeds per outer step, with the
     rollouts each algorithm used by the last step."""
     algos = list(runs)
     num_steps = len(runs[algos[0]][0].expected_reward) - 1
