@@ -10,15 +10,16 @@
     sfpo-edu toy                      # the exact toy: GRPO, GRPO×(K+1), Lookahead, SFPO
     sfpo-edu doctor                   # versions, device, 4-bit, offline models
 
-``--help`` on a subcommand lists the fields with their documentation. Errors a user
-can cause (bad settings, files, folders) print one line and exit with status 2; Ctrl-C
-saves a checkpoint, prints the command that continues, and exits with status 130.
+``--help`` on a subcommand lists the fields with their documentation. User errors (bad
+settings, files, folders) print one line and exit with status 2; Ctrl-C saves a
+checkpoint, prints the command that continues, and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -28,17 +29,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sfpo_edu.config import SFPOConfig, field_docs
+from sfpo_edu.metrics import (
+    atomic_write_text,
+    comparison_table,
+    load_run,
+    read_config,
+    read_json,
+)
 
 if TYPE_CHECKING:  # matplotlib and torch are imported only when needed
     from sfpo_edu.train import Trainer
 
 
 def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("1", "true", "yes", "on")
+
+
+def _none_or(parse: Callable[[str], Any], text: str) -> Any:
+    return None if text.lower() == "none" else parse(text)
 
 
 _PARSERS = {"int": int, "float": float, "str": str, "bool": _parse_bool}
@@ -46,10 +56,7 @@ _PARSERS = {"int": int, "float": float, "str": str, "bool": _parse_bool}
 
 def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> None:
     """One flag per SFPOConfig field (``--num-fast-steps`` for ``num_fast_steps``).
-
-    A flag the user does not give is left out of the parsed namespace (so ``--resume``
-    can tell given flags from defaults); ``config_from_args`` fills in ``defaults``.
-    """
+    A flag not given stays out of the namespace; ``config_from_args`` adds defaults."""
     parser.set_defaults(config_defaults=defaults)
     docs = field_docs()
     group = parser.add_argument_group("run configuration (SFPOConfig fields)")
@@ -71,10 +78,6 @@ def add_config_args(parser: argparse.ArgumentParser, defaults: SFPOConfig) -> No
         )
 
 
-def _none_or(parse: Callable[[str], Any], text: str) -> Any:
-    return None if text.lower() == "none" else parse(text)
-
-
 def given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The SFPOConfig fields whose flags the user gave, with their values."""
     given = vars(args)
@@ -93,11 +96,11 @@ def _flags(fields: dict[str, Any]) -> str:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from sfpo_edu.toy import compare_toy, comparison_table
+    from sfpo_edu import toy
 
     cfg = config_from_args(args)
-    runs = compare_toy(cfg, seeds=range(args.seeds))
-    print(comparison_table(runs, every=max(1, cfg.num_steps // 5)))
+    runs = toy.compare_toy(cfg, seeds=range(args.seeds))
+    print(toy.comparison_table(runs, every=max(1, cfg.num_steps // 5)))
     print(
         f"\nToy bandit, K={cfg.num_fast_steps}, α={cfg.alpha}, lr={cfg.lr}, "
         f"G={cfg.group_size}, {cfg.optimizer}. Lookahead samples a fresh batch for "
@@ -107,9 +110,8 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 # The demo is one cell of the regime map (bench/results/regime_map.json): lr 3e-4 on
-# arithmetic-mix, where the multi-pass arms lead early while their entropy falls far
-# below GRPO's, the collapse after which they end below it. 12 steps show the lead and
-# the fall within 15 min on a 2-core CPU (README); `--quick` is a smoke-sized preset.
+# arithmetic-mix, where the multi-pass arms lead early, then fall below GRPO after
+# their entropy collapses; 12 steps show both within 15 min on a 2-core CPU (README).
 DEMO = SFPOConfig(task="arithmetic-mix", lr=3e-4, num_steps=12, num_prompts=2,
                   group_size=8, eval_every=3, save_every=3)  # fmt: skip
 QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
@@ -119,7 +121,6 @@ QUICK = dict(num_steps=2, num_prompts=2, group_size=4, max_new_tokens=16,
 def resumed_config(run_dir: Path, given: dict[str, Any]) -> SFPOConfig:
     """The run's saved config with the given flags applied; only ``RESUMABLE``
     fields (e.g. ``--num-steps`` to extend the run) may differ from it."""
-    from sfpo_edu.metrics import read_config
     from sfpo_edu.train import RESUMABLE
 
     saved = SFPOConfig.from_dict(read_config(run_dir))
@@ -183,17 +184,10 @@ def compare(
     progress: bool = True,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Train each algorithm from the same initial weights, seed and prompts; write
-    each run under ``output_dir/<algo>``, a figure and a table. Returns the runs.
-
-    ``output_dir/compare.json`` records the config, the arms and the arms done.
-    ``resume=True`` finishes an interrupted comparison (same ``cfg`` and ``algos``):
-    finished arms are kept, the stopped arm continues from its checkpoint, the
-    remaining arms run. Each arm's ``extra.wall_s`` sums its time over sessions."""
-    import gc
-
-    from sfpo_edu.metrics import atomic_write_text, comparison_table, load_run
-
+    """Train each algorithm from the same initial weights, seed and prompts into
+    ``output_dir/<algo>``, write a figure and a table, return the runs. The plan is
+    ``output_dir/compare.json``: ``resume=True`` finishes it (same ``cfg`` and
+    ``algos``). Each arm's ``extra.wall_s`` sums its time over sessions."""
     output_dir = Path(output_dir)
     plan = _comparison_plan(cfg, output_dir, list(algos), resume)
     runs = {}
@@ -231,8 +225,6 @@ def _comparison_plan(
 ) -> dict[str, Any]:
     """A new ``compare.json`` (refusing a folder that holds a comparison), or, to
     resume, the saved one (refusing one made with other settings)."""
-    from sfpo_edu.metrics import atomic_write_text, read_json
-
     for algo in algos:  # a misspelt arm fails here, before compare.json is written
         cfg.replace(algo=algo)
     path = output_dir / "compare.json"
@@ -260,7 +252,6 @@ def _comparison_plan(
 
 def _train_arm(cfg: SFPOConfig, run_dir: Path, progress: bool) -> Trainer:
     """Train one arm, or continue it; adds this session's time to ``extra.wall_s``."""
-    from sfpo_edu.metrics import atomic_write_text, read_config
     from sfpo_edu.train import Trainer
 
     start = time.perf_counter()
@@ -277,8 +268,6 @@ def _train_arm(cfg: SFPOConfig, run_dir: Path, progress: bool) -> Trainer:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.resume:  # the settings come from compare.json
-        from sfpo_edu.metrics import read_json
-
         given = given_config(args) | {"quick": args.quick or None, "algos": args.algos}
         given = {k: v for k, v in given.items() if v is not None}
         if given:
@@ -302,7 +291,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from sfpo_edu.metrics import read_config
     from sfpo_edu.tasks import load_task
     from sfpo_edu.train import evaluate_accuracy, load_checkpoint, load_policy_for
 
@@ -340,7 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sfpo-edu", description="Learn, teach and try SFPO and GRPO."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
     toy = sub.add_parser(
         "toy",
         help="compare GRPO, GRPO×(K+1), Lookahead and SFPO on the exact toy bandit",
@@ -348,14 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--seeds", type=int, default=5, help="seeds to average over")
     add_config_args(toy, toy_config())
     toy.set_defaults(func=cmd_toy)
-
     train = sub.add_parser("train", help="train one run (GRPO, GRPO×(K+1) or SFPO)")
     train.add_argument("--name", help="run folder name (default: the algo)")
     train.add_argument("--output-dir", help="where run folders go [default: runs]")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder")
     add_config_args(train, SFPOConfig())
     train.set_defaults(func=cmd_train)
-
     comp = sub.add_parser(
         "compare", help="GRPO, GRPO×(K+1) and SFPO from the same start: table, figure"
     )
@@ -369,20 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_args(comp, DEMO)
     comp.set_defaults(func=cmd_compare)
-
     ev = sub.add_parser("eval", help="held-out greedy accuracy of a run's checkpoint")
     ev.add_argument("run", help="run folder")
     ev.add_argument("--num-prompts", type=int, default=64)
     ev.set_defaults(func=cmd_eval)
-
     doctor = sub.add_parser("doctor", help="report versions, device, 4-bit, models")
     doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError, ImportError) as err:

@@ -1,20 +1,16 @@
 """Run files: ``runs/<name>/config.json``, ``metrics.jsonl`` and ``samples.jsonl``.
 
 A run is a folder of plain files that anything can read (plots, notebooks, ``jq``):
-
     logger = RunLogger("runs/sfpo-demo", config=cfg.to_dict())
     logger.log({"step": 0, "reward/mean": 0.25, "sfpo/drift_norm": 0.01})
     run = load_run("runs/sfpo-demo")      # Run(config=..., metrics=[{...}, ...])
     run.series("reward/mean")             # (steps, values)
 
-Every metrics line is one flat dict with namespaced keys (``reward/…``, ``fast/…``,
-``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), written, flushed and fsynced
-on its own, so a run killed at any moment leaves whole lines only (a torn last line
-is ignored on load and cut off on resume). ``config.json`` is replaced atomically.
-
-While a process writes a run folder it holds ``<run>/.lock`` (``lock_run_dir``): an
-OS file lock plus the writer's PID, so a second writer gets a clear error, and the
-lock of a killed process is stale and simply taken over.
+Each metrics line is one flat dict with namespaced keys (``reward/…``, ``fast/…``,
+``slow/…``, ``pass/…``, ``sfpo/…``, ``kl/…``, ``time/…``), fsynced on its own: a run
+killed at any moment leaves whole lines (a torn last line is ignored on load and cut off
+on resume). ``config.json`` is replaced atomically. A writer holds ``<run>/.lock``
+(``lock_run_dir``), so a second writer gets a clear error.
 """
 
 from __future__ import annotations
@@ -52,8 +48,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def read_json(path: str | os.PathLike, fix: str) -> Any:
-    """The JSON in ``path``; a missing or garbled file is an error naming it and
-    ``fix`` (a sentence saying what to do)."""
+    """The JSON in ``path``; a missing or garbled file is an error naming ``fix``."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -80,14 +75,10 @@ _held_locks: dict[Path, Any] = {}  # run folders this process holds → open .lo
 
 
 def lock_run_dir(run_dir: str | os.PathLike) -> None:
-    """Create ``run_dir`` if needed and lock it for this process until
-    ``unlock_run_dir`` (or the process ends: the OS drops the lock of a dead process,
-    so a killed run's lock is taken over, with a warning naming its PID).
-
-    Raises ``BlockingIOError`` naming the writer's PID when another process holds
-    it, and ``PermissionError`` when the folder cannot be written. Locking twice in
-    one process is a no-op. (Not on Windows, which has no ``fcntl``.)
-    """
+    """Create ``run_dir`` if needed and lock it (an OS file lock plus our PID) until
+    ``unlock_run_dir`` or the process ends; a killed run's lock is taken over, with a
+    warning. ``BlockingIOError`` if another process holds it, ``PermissionError`` if
+    it is not writable; a no-op if this process holds it, or on Windows (no fcntl)."""
     run_dir = Path(run_dir)
     path = (run_dir / ".lock").resolve()
     if path in _held_locks or sys.platform == "win32":
@@ -109,9 +100,8 @@ def lock_run_dir(run_dir: str | os.PathLike) -> None:
         pid = f.read().strip() or "?"
         f.close()
         raise BlockingIOError(
-            f"{run_dir} is being written by another process (PID {pid}). Fix: wait "
-            f"for it to finish or stop it (kill {pid}), then resume; or use another "
-            "run folder."
+            f"{run_dir} is being written by another process (PID {pid}). Fix: wait for "
+            f"it to finish or stop it (kill {pid}), then resume; or use another folder."
         ) from None
     f.seek(0)
     stale = f.read().strip()
@@ -140,8 +130,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    # the last item is "" after a final newline, else a line cut off by a kill
-    lines = path.read_text().split("\n")[:-1]
+    lines = path.read_text().split("\n")[:-1]  # "" after a final newline, or torn
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -154,8 +143,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def strict_json(value: Any) -> Any:
     """``value`` with every NaN or infinite float, at any depth, replaced by None:
-    strict JSON has neither (``json`` would write ``NaN`` / ``Infinity``, which other
-    readers reject), so run files and results store them as null."""
+    strict JSON has neither (``json`` writes ``NaN``/``Infinity``, others reject it)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -223,10 +211,8 @@ class Run:
 
     def series(self, key: str, x: str = "step") -> tuple[list[float], list[float]]:
         """(x values, key values) over the rows that have both and a finite value.
-
-        The row of step s holds the evaluation made before step s, and the rollouts
-        counted after it; so against ``rollouts/total`` an ``eval/`` key gets the
-        rollouts used before it, s × num_prompts × G."""
+        Against ``rollouts/total``, an ``eval/`` key (measured before step s) sits at
+        the rollouts used before it, s × num_prompts × G."""
         per_step = self.config.get("num_prompts", 0) * self.config.get("group_size", 0)
         before = key.startswith("eval/") and x == "rollouts/total" and per_step > 0
         xs, ys = [], []
@@ -240,11 +226,9 @@ class Run:
 def save_trajectory(
     run_dir: str | os.PathLike, step: int, points: dict[str, Any]
 ) -> None:
-    """Save one outer step's parameter-space points for trajectory plots.
-
-    ``points`` (``records.StepPath.points()``): flat trainable vectors ``theta_0``,
-    ``theta_k``, ``theta_tilde``, ``theta_next`` (D,) and ``fast`` (K+1, D) = θ⁰ … θ_K;
-    stored as float16 in ``trajectory/step_{step:06d}.safetensors``, atomically."""
+    """Save ``records.StepPath.points()`` of one outer step: flat vectors ``theta_0``,
+    ``theta_k``, ``theta_tilde``, ``theta_next`` (D,) and ``fast`` (K+1, D) = θ⁰ … θ_K,
+    as float16 in ``trajectory/step_{step:06d}.safetensors``, atomically."""
     from safetensors.torch import save_file
 
     folder = Path(run_dir) / "trajectory"
@@ -274,14 +258,10 @@ def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
     config = read_config(path)
     metrics = _read_jsonl(path / "metrics.jsonl")
     if config.get("algo") == "grpo":
-        # Plain GRPO logs its one pass as ``pass/…``; runs recorded before that name
-        # (e.g. ``data/runs``) have it as ``slow/…``, read here as ``pass/…``.
+        # GRPO logs its one pass as ``pass/…``; older runs (``data/runs``) as ``slow/…``
         metrics = [
-            {
-                (f"pass/{k[5:]}" if k.startswith("slow/") else k): v
-                for k, v in row.items()
-            }
-            for row in metrics
+            {(f"pass/{k[5:]}" if k.startswith("slow/") else k): v for k, v in r.items()}
+            for r in metrics
         ]
     return Run(
         path=path,
@@ -291,9 +271,8 @@ def load_run(run_dir: str | os.PathLike, samples: bool = False) -> Run:
     )
 
 
-# Config fields that make two runs different arms of an experiment: every field that
-# changes what is trained or measured. Not the seed (runs that differ only in their
-# seed are repeats of one arm), nor the bookkeeping in NOT_ARM_FIELDS.
+# Config fields that make two runs different arms of an experiment (what is trained or
+# measured). Not the seed (runs differing only in it repeat an arm) nor NOT_ARM_FIELDS.
 ARM_FIELDS = (
     "algo", "num_fast_steps", "alpha", "lr", "group_size", "num_prompts",
     "num_steps", "max_new_tokens", "model", "task", "lora_r", "stop_rule",
@@ -308,11 +287,8 @@ NOT_ARM_FIELDS = ("seed", "extra", "device", "num_threads", "gradient_checkpoint
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, ...], list[Run]]:
-    """Runs grouped into arms, in the order the arms first appear.
-
-    An arm's key is (folder, then the ARM_FIELDS values). The folder is the run
-    folder's parent (``data/runs/demo-cpu`` for ``data/runs/demo-cpu/sfpo``), so a
-    10-step demo and a 20-step sweep never pool even where their configs agree."""
+    """Runs grouped into arms, in order of appearance, keyed by (the run folder's
+    parent, *ARM_FIELDS values): two sweeps never pool even where configs agree."""
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
         key = (str(run.path.parent), *(str(run.config.get(f)) for f in ARM_FIELDS))

@@ -5,29 +5,19 @@
     trainer.train()                           # progress bar; Ctrl-C saves and stops
     Trainer(cfg, "runs/sfpo", resume=True).train()   # continues where it stopped
 
-One outer step s:
-1. take the next ``num_prompts`` training problems (the same ones for every
-   algorithm with the same seed) and sample G completions each at θ_s;
-2. score them, compute group advantages, and the old log-probs at θ_s, once;
-3. call ``sfpo.update`` (GRPO, GRPO×(K+1) or SFPO, with the stop rule);
-4. append one flat row to ``metrics.jsonl`` and a few samples to ``samples.jsonl``;
-   every ``eval_every`` steps also the held-out greedy accuracy (``eval/accuracy``).
-
-Row ``step = s`` describes the update from θ_s to θ_{s+1}; its ``eval/…`` keys were
-measured at θ_s, before the update. A last row ``step = num_steps`` holds the final
-evaluation. Checkpoints (``checkpoint-<n>/``: trainable weights, optimizer, stop rule,
-next step, config; see ``Trainer.save_checkpoint``) survive a kill at any moment, and
-the rollout seed of step s depends only on (seed, s), so a resumed run repeats the
-steps after the checkpoint exactly and writes each step once.
+Outer step s samples G completions at θ_s for each of the next ``num_prompts`` problems
+(the same for every algorithm with the same seed), scores them, computes advantages and
+old log-probs once, calls ``sfpo.update`` and appends a row to ``metrics.jsonl`` (and a
+few samples to ``samples.jsonl``). Row s describes θ_s → θ_{s+1}; its ``eval/…`` keys
+(every ``eval_every`` steps) were measured at θ_s, and row ``num_steps`` holds the final
+evaluation. Checkpoints survive a kill at any moment, and the rollout seed of step s
+depends only on (seed, s): a resumed run repeats the steps after its checkpoint exactly.
 
 Where this departs from the paper's setup (all for a CPU-sized demo):
 1. LoRA adapters are the trainable parameters; the base model is frozen.
-2. No separate old-log-prob forward with one mini-batch: the first pass of every
-   algorithm runs at θ₀, so its log-probs (detached) *are* the old log-probs; the
-   loss keeps them in the batch and every later pass reuses them unchanged (the
-   clip band stays centred on θ₀). Same loss and gradients, one forward fewer.
-   With several mini-batches the second one is taken after a step, so the old
-   log-probs are computed up front, without grad.
+2. No separate old-log-prob forward with one mini-batch: the first pass runs at θ₀, so
+   its detached log-probs *are* the old log-probs, reused by every later pass (the clip
+   band stays centred on θ₀). With several mini-batches they are computed up front.
 3. The KL reference (β > 0) is the base model with the adapter switched off.
 """
 
@@ -75,8 +65,7 @@ from sfpo_edu.sfpo import LossFn, StopRule, make_optimizer, update
 from sfpo_edu.tasks import Problem, load_task
 
 RESUMABLE = ("num_steps", "eval_every", "save_every", "extra")
-"""Config fields that may change when a run is resumed (a larger ``num_steps`` extends
-it); the new values are used. Every other field is fixed for the life of a run."""
+"""Config fields that may change on resume (a larger ``num_steps`` extends the run)."""
 
 
 def load_policy_for(cfg: SFPOConfig) -> Policy:
@@ -124,12 +113,9 @@ def make_loss_fn(model: torch.nn.Module, cfg: SFPOConfig) -> LossFn:
 def fill_reference_logps(
     model: torch.nn.Module, batch: RolloutBatch, cfg: SFPOConfig
 ) -> None:
-    """The no-grad forwards a batch needs before its update, at θ₀.
-
-    ``old_per_token_logps`` only with several mini-batches (with one, the first pass
-    provides them: see ``make_loss_fn``); ``ref_per_token_logps`` from the base model
-    (adapter off) when ``kl_coef`` > 0.
-    """
+    """The no-grad forwards at θ₀ before an update: ``old_per_token_logps`` with several
+    mini-batches (with one, the first pass gives them: see ``make_loss_fn``), and
+    ``ref_per_token_logps`` from the base model (adapter off) when ``kl_coef`` > 0."""
     if cfg.num_minibatches > 1:
         batch.old_per_token_logps, _ = per_token_logps(
             model, batch, temperature=cfg.temperature
@@ -161,9 +147,8 @@ def evaluate_accuracy(
 def check_prompt_lengths(
     policy: Policy, problems: list[Problem], cfg: SFPOConfig
 ) -> None:
-    """Raise if a prompt (chat template included) plus ``max_new_tokens`` does not
-    fit the model's context: such a prompt would make generation fail or crawl.
-    Only the 1,000 longest prompts (in characters) are tokenized, to stay quick."""
+    """Raise if a prompt (chat template included) plus ``max_new_tokens`` overflows the
+    model's context. Only the 1,000 longest prompts (in characters) are tokenized."""
     context = getattr(policy.model.config, "max_position_embeddings", None)
     if context is None or not problems:
         return
@@ -174,10 +159,9 @@ def check_prompt_lengths(
     if lengths[worst] + cfg.max_new_tokens > context:
         raise ValueError(
             f"a prompt of task {cfg.task!r} ({prompts[worst][:40]!r}…) is "
-            f"{int(lengths[worst])} tokens with the chat template; with "
-            f"max_new_tokens={cfg.max_new_tokens} it does not fit the "
-            f"{context}-token context of {cfg.model!r}. Fix: shorten or drop that "
-            "prompt, or lower max_new_tokens."
+            f"{int(lengths[worst])} tokens with the chat template; with max_new_tokens="
+            f"{cfg.max_new_tokens} it does not fit the {context}-token context of "
+            f"{cfg.model!r}. Fix: shorten or drop that prompt, or lower max_new_tokens."
         )
 
 
@@ -203,37 +187,26 @@ def graceful_interrupt() -> Iterator[dict[str, bool]]:
             file=sys.stderr,
         )
 
-    if sys.platform == "win32" or signal.getsignal(signal.SIGINT) is None:
-        yield flag  # Ctrl-C is not Python's to handle here: leave it alone
-        return
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
-        yield flag
-        return
+    previous = None  # Ctrl-C stays alone on Windows, outside Python or the main thread
+    if sys.platform != "win32" and signal.getsignal(signal.SIGINT) is not None:
+        with contextlib.suppress(ValueError):
+            previous = signal.signal(signal.SIGINT, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
     """Trains one policy with one algorithm and writes a run folder.
 
-    Args:
-        cfg: the run's settings.
-        run_dir: where ``config.json``, ``metrics.jsonl``, ``samples.jsonl`` and the
-            checkpoints go.
-        policy: an already loaded policy (e.g. shared by a notebook); default loads
-            ``cfg.model``.
-        resume: continue from the folder's latest checkpoint (an error if the
-            checkpoint was saved with other settings, ``RESUMABLE`` ones aside).
-        progress: show a tqdm progress bar.
-
-    Everything that can be checked without the model is checked before it loads
-    (existing run, config differences, a writable and unlocked folder, the task's
-    problems). The folder is locked (``metrics.lock_run_dir``) from here to the end
-    of ``train()``.
+    ``run_dir`` gets ``config.json``, ``metrics.jsonl``, ``samples.jsonl`` and the
+    checkpoints; ``policy`` is an already loaded one (default: load ``cfg.model``);
+    ``resume`` continues from the latest checkpoint (only ``RESUMABLE`` fields may
+    differ). What can be checked without the model (existing run, config, a writable
+    unlocked folder, the problems) is checked before it loads. The folder stays locked
+    (``metrics.lock_run_dir``) until ``train()`` ends.
     """
 
     def __init__(
@@ -265,9 +238,8 @@ class Trainer:
                     cfg.task, n_eval, seed=cfg.seed, split="heldout"
                 )
             self.policy = load_policy_for(cfg) if policy is None else policy
-            check_prompt_lengths(
-                self.policy, self.train_problems + self.eval_problems, cfg
-            )
+            problems = self.train_problems + self.eval_problems
+            check_prompt_lengths(self.policy, problems, cfg)
             self.params = trainable_params(self.policy.model)
             self.optimizer = make_optimizer(self.params, cfg)
             self.stop_rule = StopRule.from_config(cfg)
@@ -275,10 +247,8 @@ class Trainer:
             self.step, self.rollouts_total = 0, 0
             if checkpoint is not None:  # load before anything in the folder changes
                 state = load_checkpoint_folder(checkpoint, self.policy, self.optimizer)
-                self.step, self.rollouts_total = (
-                    state["next_step"],
-                    state["rollouts_total"],
-                )
+                self.step = state["next_step"]
+                self.rollouts_total = state["rollouts_total"]
                 self.stop_rule.load_state_dict(state["stop_rule"])
             self.logger = RunLogger(self.run_dir, config=cfg.to_dict())
             if resume:  # drop rows after the checkpoint: they are redone
@@ -330,15 +300,9 @@ class Trainer:
         t1 = time.perf_counter()
         snapshot = cfg.snapshot_every and step % cfg.snapshot_every == 0
         path = StepPath() if snapshot else None
+        params, optimizer, loss_fn = self.params, self.optimizer, self.loss_fn
         metrics = update(
-            self.params,
-            self.optimizer,
-            batch,
-            self.loss_fn,
-            cfg,
-            self.stop_rule,
-            step,
-            path,
+            params, optimizer, batch, loss_fn, cfg, self.stop_rule, step, path
         )
         t2 = time.perf_counter()
         if path is not None and not metrics["update/skipped"]:
@@ -361,7 +325,6 @@ class Trainer:
         return evaluate_accuracy(self.policy, self.eval_problems, self.cfg)
 
     def _log_samples(self, step: int, batch: RolloutBatch, answers: list[str]) -> None:
-        n = min(self.cfg.num_samples_logged, len(batch))
         rows = [
             {
                 "step": step,
@@ -374,71 +337,63 @@ class Trainer:
                 "truncated": bool(batch.truncated[i]),
                 "length": int(batch.completion_mask[i].sum()),
             }
-            for i in range(n)
+            for i in range(min(self.cfg.num_samples_logged, len(batch)))
         ]
         self.logger.log_samples(rows)
 
-    # --- the loop ----------------------------------------------------------------------
+    # --- the loop ------------------------------------------------------------------
     def train(self) -> list[dict[str, float]]:
         """Run from ``self.step`` to ``num_steps``; returns the rows written."""
         lock_run_dir(self.run_dir)  # still held since __init__, unless train() ran
         try:
-            return self._train()
+            from tqdm.auto import tqdm
+
+            cfg, rows = self.cfg, []
+            bar = tqdm(
+                total=cfg.num_steps,
+                initial=self.step,
+                desc=cfg.algo,
+                unit="step",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
+            with graceful_interrupt() as interrupt:
+                while self.step < cfg.num_steps and not interrupt["stop"]:
+                    s = self.step
+                    row = {}
+                    if cfg.eval_every and s % cfg.eval_every == 0:
+                        row |= self.evaluate()
+                    row = self.train_step(s) | row
+                    if row.get("update/skipped"):
+                        warnings.warn(
+                            f"step {s}: non-finite loss, update skipped", stacklevel=1
+                        )
+                    self.logger.log(row)
+                    rows.append(row)
+                    self.step = s + 1
+                    if cfg.save_every and self.step % cfg.save_every == 0:
+                        self.save_checkpoint()
+                    bar.update(1)
+                    bar.set_postfix(_postfix(row))
+                if self.step == cfg.num_steps and not interrupt["stop"]:
+                    final = {"step": self.step, "rollouts/total": self.rollouts_total}
+                    if cfg.eval_every:
+                        final |= self.evaluate()
+                        bar.set_postfix(_postfix(final))
+                    self.logger.log(final)
+                    rows.append(final)
+                self.save_checkpoint()
+                self.interrupted = interrupt["stop"]
+            bar.close()
+            return rows
         finally:
             unlock_run_dir(self.run_dir)
 
-    def _train(self) -> list[dict[str, float]]:
-        from tqdm.auto import tqdm
-
-        cfg, rows = self.cfg, []
-        bar = tqdm(
-            total=cfg.num_steps,
-            initial=self.step,
-            desc=cfg.algo,
-            unit="step",
-            disable=not self.progress,
-            dynamic_ncols=True,
-        )
-        with graceful_interrupt() as interrupt:
-            while self.step < cfg.num_steps and not interrupt["stop"]:
-                s = self.step
-                row = {}
-                if cfg.eval_every and s % cfg.eval_every == 0:
-                    row |= self.evaluate()
-                row = self.train_step(s) | row
-                if row.get("update/skipped"):
-                    warnings.warn(
-                        f"step {s}: non-finite loss, update skipped", stacklevel=1
-                    )
-                self.logger.log(row)
-                rows.append(row)
-                self.step = s + 1
-                if cfg.save_every and self.step % cfg.save_every == 0:
-                    self.save_checkpoint()
-                bar.update(1)
-                bar.set_postfix(_postfix(row))
-            if self.step == cfg.num_steps and not interrupt["stop"]:
-                final = {"step": cfg.num_steps, "rollouts/total": self.rollouts_total}
-                if cfg.eval_every:
-                    final |= self.evaluate()
-                    bar.set_postfix(_postfix(final))
-                self.logger.log(final)
-                rows.append(final)
-            self.save_checkpoint()
-            self.interrupted = interrupt["stop"]
-        bar.close()
-        return rows
-
     # --- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoint-<step>/``, name it in ``latest``, keep one previous.
-
-        Files go to a hidden folder that is renamed into place and then named in
-        ``latest`` (atomically); only then are older checkpoints deleted, all but
-        the previous one, a fallback should the newest be damaged later. A step that
-        ``latest`` already names is not written again (the weights of a step are
-        always the same), so ``latest`` names a whole checkpoint at every instant.
-        """
+        """Write ``checkpoint-<step>/`` (as a hidden folder renamed into place), name it
+        in ``latest`` atomically, then delete older ones but the previous. A step that
+        ``latest`` names is not rewritten, so it always names a whole checkpoint."""
         folder = self.run_dir / f"checkpoint-{self.step}"
         if _read_latest(self.run_dir) == folder.name:
             return folder
@@ -468,26 +423,23 @@ class Trainer:
         return folder
 
     def _check_same_config(self, checkpoint: Path | None) -> None:
-        """Compare with the checkpoint's config (what was trained), else with
-        ``config.json``; only ``RESUMABLE`` fields may differ."""
+        """Only ``RESUMABLE`` fields may differ from the checkpoint's (or run's) cfg."""
         state = _read_state(checkpoint) if checkpoint is not None else {}
         if "config" in state:
             saved, source = state["config"], checkpoint / "state.json"
         else:
             saved, source = read_config(self.run_dir), self.run_dir / "config.json"
-        done = state.get("next_step", 0)
+        done, run = state.get("next_step", 0), self.run_dir
         if done > self.cfg.num_steps:  # its later rows would be dropped, not redone
             raise ValueError(
-                f"cannot resume {self.run_dir} with num_steps={self.cfg.num_steps}: its "
+                f"cannot resume {run} with num_steps={self.cfg.num_steps}: its "
                 f"checkpoint is at step {done}. Fix: pass num_steps >= {done} "
-                f"(--num-steps) to go on, or evaluate it as it is (sfpo-edu eval "
-                f"{self.run_dir})."
+                f"(--num-steps) to go on, or evaluate it as is (sfpo-edu eval {run})."
             )
-        if checkpoint is None and (self.run_dir / "metrics.jsonl").exists():
+        if checkpoint is None and (run / "metrics.jsonl").exists():
             warnings.warn(
-                f"{self.run_dir} has no checkpoint (saved with save_every=0, or stopped "
-                "before the first save): training starts again at step 0, and the "
-                "steps it logged are redone.",
+                f"{run} has no checkpoint (save_every=0, or stopped before the first "
+                "save): training starts again at step 0, redoing the steps it logged.",
                 stacklevel=3,
             )
         diff = [
@@ -497,7 +449,7 @@ class Trainer:
         ]
         if diff:
             raise ValueError(
-                f"cannot resume {self.run_dir}: it was trained with {', '.join(diff)} "
+                f"cannot resume {run}: it was trained with {', '.join(diff)} "
                 f"({source}). Only {', '.join(RESUMABLE)} may change on resume. Fix: "
                 "resume with the saved settings, or start a new run."
             )
@@ -508,8 +460,8 @@ def _step_of(folder: Path) -> int:
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
-    """The run's ``checkpoint-<n>`` folders, oldest first. A folder gets that name
-    only once it is whole (it is written under a hidden name first)."""
+    """The run's ``checkpoint-<n>`` folders, oldest first (each is whole: it gets that
+    name only once written)."""
     found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir()]
     return sorted(
         (p for p in found if re.fullmatch(r"checkpoint-\d+", p.name)), key=_step_of
@@ -535,11 +487,9 @@ def find_checkpoint(run_dir: str | Path) -> Path | None:
     found = _checkpoints(run_dir)
     if not found:
         return None
-    why = (
-        "`latest` names a checkpoint that is not there"
-        if (run_dir / "latest").exists()
-        else "the file `latest` is missing"
-    )
+    why = "`latest` names a checkpoint that is not there"
+    if not (run_dir / "latest").exists():
+        why = "the file `latest` is missing"
     warnings.warn(
         f"{run_dir}: {why}; using {found[-1].name}, the newest checkpoint.",
         stacklevel=2,
@@ -563,7 +513,7 @@ def _damaged(path: Path, reason: str) -> ValueError:
 
 
 def _read_or_damaged(path: Path, read: Callable[[], Any]) -> Any:
-    """``read()``; any failure (a missing, truncated or garbled file) is ``_damaged``."""
+    """``read()``; any failure (missing, truncated or garbled file) is ``_damaged``."""
     try:
         return read()
     except Exception as err:
@@ -594,9 +544,8 @@ def _check_tensors(path: Path, tensors: dict[str, Tensor], shapes: dict) -> None
 def load_checkpoint_folder(
     folder: Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
-    """Load one checkpoint folder into ``policy`` (and ``optimizer``) after checking
-    every tensor; returns its state. A file that cannot be read, or holds NaN or
-    wrongly shaped tensors, is an error naming it and the previous checkpoint."""
+    """Load a checkpoint folder into ``policy`` (and ``optimizer``); returns its state.
+    A file unreadable, or with NaN or misshapen tensors, is an error (``_damaged``)."""
     state = _read_state(folder)
     path = folder / "trainable.safetensors"
     weights = _read_or_damaged(path, lambda: load_file(str(path)))
@@ -625,9 +574,7 @@ def load_checkpoint_folder(
 def load_checkpoint(
     run_dir: str | Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any] | None:
-    """Load a run's latest checkpoint into ``policy`` (and ``optimizer``); returns its
-    state (``next_step``, ``rollouts_total``, ``stop_rule``, ``config``), or None if
-    there is none. See ``find_checkpoint`` and ``load_checkpoint_folder``."""
+    """``load_checkpoint_folder(find_checkpoint(run_dir), ...)``; None if none."""
     folder = find_checkpoint(run_dir)
     return None if folder is None else load_checkpoint_folder(folder, policy, optimizer)
 
