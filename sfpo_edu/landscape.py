@@ -1,23 +1,16 @@
 """Loss landscapes around one SFPO step: along the reposition line, and in a plane.
 
-Everything here evaluates a ``loss_fn(batch) -> (loss, stats)`` (the same protocol
-``sfpo_update`` trains with) at chosen points of parameter space, without training.
-It works on the 2-parameter toy and on an LLM's flat LoRA vector alike: a point is a
-flat fp32 vector of length D = Σ numel of the trainable parameters (``params.flatten``).
+A ``loss_fn(batch) -> (loss, stats)`` (as ``sfpo_update`` takes) is evaluated, without
+training, at points: flat fp32 vectors (D,) of the trainable parameters
+(``params.flatten``), on the toy and on an LLM's LoRA alike.
 
     line = reposition_line(params, theta_0, theta_k, loss_fn, batch)   # t ↦ stats
     plane = plane_basis(theta_0, theta_k, theta_next, alpha)           # 2-D coordinates
     grid = plane_grid(params, plane, loss_fn, batch)                   # loss on a grid
 
-``params`` must be the parameters ``loss_fn`` reads, and ``batch`` the batch sampled at
-θ₀ (its ``old_per_token_logps`` are θ₀'s). Both functions move ``params`` to each point
-and put the original values back bit for bit afterwards, even on an exception.
-
-``toy_step_trace`` runs one SFPO update and one GRPO update of the toy bandit from the
-same θ₀ and the same batch and returns the points for the one-step picture.
+``params`` are what ``loss_fn`` reads, ``batch`` was sampled at θ₀; both functions put
+``params`` back bit for bit, even on an exception.
 """
-
-from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
@@ -35,15 +28,16 @@ from sfpo_edu.sfpo import LossFn, grpo_update, make_optimizer, sfpo_update
 from sfpo_edu.toy import ToyBandit
 
 STAT_KEYS = ("loss", "kl", "clip_frac", "ratio_dev")
+Point = Tensor | Sequence[Tensor]  # a flat vector (D,) or a snapshot (list of tensors)
 
 
-def as_flat(point: Tensor | Sequence[Tensor]) -> Tensor:
+def as_flat(point: Point) -> Tensor:
     """A flat fp32 vector (D,) from a flat tensor or a list of tensors (a snapshot)."""
     if isinstance(point, Tensor):
         if point.dim() != 1:
             raise ValueError(
-                f"a flat point must be 1-D, got shape {tuple(point.shape)}. Fix: pass "
-                f"params.flatten(...) or a snapshot (a list of tensors)."
+                f"a flat point must be 1-D, not {tuple(point.shape)}. Fix: pass "
+                "params.flatten(...) or a snapshot (a list of tensors)."
             )
         return point.detach().float()
     return flatten(point)
@@ -51,8 +45,7 @@ def as_flat(point: Tensor | Sequence[Tensor]) -> Tensor:
 
 @torch.no_grad()
 def unflatten_(params: Sequence[Tensor], flat: Tensor) -> None:
-    """Copy a flat vector (D,) into the parameters, in place (cast to their dtype);
-    the inverse of ``params.flatten``."""
+    """Copy a flat (D,) vector into the parameters in place (cast to their dtype)."""
     sizes = [p.numel() for p in params]
     if flat.numel() != sum(sizes):
         raise ValueError(
@@ -65,8 +58,7 @@ def unflatten_(params: Sequence[Tensor], flat: Tensor) -> None:
 
 @contextmanager
 def restored(params: Sequence[Tensor]) -> Iterator[None]:
-    """Put the parameters back exactly as they were when the block exits (a float32
-    snapshot holds every fp32, bf16 and fp16 value exactly)."""
+    """Put the parameters back exactly on exit (an fp32 snapshot holds bf16/fp16)."""
     saved = snapshot(params)
     try:
         yield
@@ -76,8 +68,7 @@ def restored(params: Sequence[Tensor]) -> Iterator[None]:
 
 def _stats_at(loss_fn: LossFn, batch: Any) -> dict[str, float]:
     _, stats = loss_fn(batch)
-    missing = [k for k in STAT_KEYS if k not in stats]
-    if missing:
+    if missing := [k for k in STAT_KEYS if k not in stats]:
         raise KeyError(
             f"loss_fn stats lack {missing}. Fix: build loss_fn on losses.grpo_loss, "
             f"whose stats include {list(STAT_KEYS)}."
@@ -87,19 +78,17 @@ def _stats_at(loss_fn: LossFn, batch: Any) -> dict[str, float]:
 
 def reposition_line(
     params: Sequence[Tensor],
-    theta_0: Tensor | Sequence[Tensor],
-    theta_k: Tensor | Sequence[Tensor],
+    theta_0: Point,
+    theta_k: Point,
     loss_fn: LossFn,
     batch: Any,
     ts: Tensor | Sequence[float] | None = None,
 ) -> dict[str, Tensor]:
-    """Loss statistics along θ(t) = θ₀ + t(θ_K − θ₀): t = 0 is θ₀, t = α is θ̃, t = 1
-    is θ_K, t > 1 extrapolates past the fast trajectory.
+    """Loss statistics along θ(t) = θ₀ + t(θ_K − θ₀): θ₀ at t = 0, θ̃ at α, θ_K at 1.
 
-    Returns {"t", "loss", "kl", "clip_frac", "ratio_dev"}, each (len(ts),): the loss
-    (the clipped surrogate, minimised), the k3 KL to the behaviour policy θ₀ on the
-    batch, the clip fraction and the mean |ρ − 1|. Default ts: 25 points on [0, 1.2].
-    Defined in :doc:`sfpo`.
+    Returns {"t", "loss", "kl", "clip_frac", "ratio_dev"}, each (len(ts),): the clipped
+    surrogate, the k3 KL to θ₀, the clip fraction and the mean |ρ − 1| on the batch.
+    Default ts: 25 points on [0, 1.2]. Defined in :doc:`sfpo`.
     """
     # fp64 values of t, so that t = α hits the very θ̃ that sfpo_update computes
     ts = torch.linspace(0, 1.2, 25, dtype=torch.float64) if ts is None else ts
@@ -108,8 +97,7 @@ def reposition_line(
     rows = []
     with restored(params), torch.no_grad():
         for t in ts.tolist():
-            # θ(t) = θ₀ + t(θ_K − θ₀) by the reposition itself: exactly θ₀ at t = 0,
-            # θ_K at t = 1 and the θ̃ of sfpo_update at t = α
+            # via reposition: exactly θ₀ at t = 0, θ_K at 1 and sfpo_update's θ̃ at α
             unflatten_(params, reposition(tk, t0, t))
             rows.append(_stats_at(loss_fn, batch))
     return {"t": ts} | {k: torch.tensor([r[k] for r in rows]) for k in STAT_KEYS}
@@ -117,11 +105,7 @@ def reposition_line(
 
 @dataclass
 class Plane:
-    """The plane through θ₀, θ_K and θ_{s+1}: θ(x, y) = θ₀ + x·u + y·v.
-
-    ``u`` points along the chord θ_K − θ₀ and ``v`` is orthogonal to it, toward
-    θ_{s+1} (so θ_{s+1} has y > 0). θ̃ lies on the chord at x = α‖θ_K − θ₀‖.
-    """
+    """The plane θ(x, y) = θ₀ + x·u + y·v through θ₀, θ_K and θ_{s+1} (y > 0 there)."""
 
     origin: Tensor  # (D,) θ₀
     u: Tensor  # (D,) unit vector along θ_K − θ₀
@@ -134,23 +118,16 @@ class Plane:
         return self.origin + x * self.u + y * self.v
 
     def project(self, points: Tensor) -> Tensor:
-        """Plane coordinates of flat points: (..., D) → (..., 2) (orthogonal projection)."""
+        """Plane coordinates of flat points, (..., D) → (..., 2), by projection."""
         offset = points.double() - self.origin  # (..., D)
         return torch.stack([offset @ self.u, offset @ self.v], dim=-1).float()
 
 
 def plane_basis(
-    theta_0: Tensor | Sequence[Tensor],
-    theta_k: Tensor | Sequence[Tensor],
-    theta_next: Tensor | Sequence[Tensor],
-    alpha: float,
+    theta_0: Point, theta_k: Point, theta_next: Point, alpha: float
 ) -> Plane:
-    """Orthonormal basis of the plane of θ₀, θ_K, θ_{s+1} by Gram–Schmidt (in fp64),
-    with the 2-D coordinates of θ₀, θ_K, θ̃ = θ₀ + α(θ_K − θ₀) and θ_{s+1}.
-
-    Raises ``ValueError`` when the three points do not span a plane (θ_K = θ₀, or
-    θ_{s+1} on the line through θ₀ and θ_K).
-    """
+    """Orthonormal basis (fp64 Gram–Schmidt) of the plane of θ₀, θ_K, θ_{s+1}, with the
+    coordinates of those and θ̃; ``ValueError`` if they span no plane."""
     t0, tk, tn = (as_flat(x).double() for x in (theta_0, theta_k, theta_next))  # (D,)
     chord, step = tk - t0, tn - t0  # (D,)
     if chord.norm() == 0:
@@ -162,11 +139,10 @@ def plane_basis(
     w = step - (step @ u) * u  # the part of θ_{s+1} − θ₀ orthogonal to the chord
     if w.norm() <= 1e-6 * max(chord.norm().item(), step.norm().item()):
         raise ValueError(
-            "θ₀, θ_K and θ_{s+1} are (nearly) collinear, so they do not span a plane. "
-            "Fix: plot the 1-D view with reposition_line, or pick another step."
+            "θ₀, θ_K and θ_{s+1} are (nearly) collinear, so they span no plane. Fix: "
+            "plot the 1-D view with reposition_line, or pick another step."
         )
-    v = w / w.norm()
-    plane = Plane(origin=t0, u=u, v=v, coords={}, alpha=alpha)
+    plane = Plane(origin=t0, u=u, v=w / w.norm(), coords={}, alpha=alpha)
     theta_tilde = reposition(tk, t0, alpha)  # Eq. (3), as interpolate_ computes it
     named = {"theta_0": t0, "theta_k": tk, "theta_tilde": theta_tilde, "theta_next": tn}
     plane.coords = {name: plane.project(x) for name, x in named.items()}
@@ -182,13 +158,8 @@ def plane_grid(
     ys: Tensor | None = None,
     num: int = 31,
 ) -> dict[str, Tensor]:
-    """loss_fn statistics at every point θ₀ + x·u + y·v of a grid in the plane.
-
-    Default xs, ys: ``num`` points each, on a square that covers the four marked points
-    with a margin.
-    Returns {"x": (X,), "y": (Y,), "loss", "kl", "clip_frac", "ratio_dev": (Y, X)},
-    ready for ``contourf(x, y, -loss)``.
-    """
+    """loss_fn stats at θ₀ + x·u + y·v on a grid (default: ``num`` × ``num`` around
+    the marked points): {"x": (X,), "y": (Y,), STAT_KEYS: (Y, X)}."""
     if xs is None or ys is None:
         pts = torch.stack(list(plane.coords.values()))  # (4, 2)
         lo, hi = pts.min(0).values, pts.max(0).values
@@ -208,18 +179,14 @@ def plane_grid(
 
 
 def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[str, Any]:
-    """One SFPO update and one GRPO update of the toy, from the bandit's current θ₀
-    and the same sampled batch (on copies: ``bandit`` is not changed).
-
-    Returns flat 2-vectors ``theta_0``, ``theta_k``, ``theta_tilde``, ``theta_next``
-    (SFPO's θ_{s+1}), ``grpo_next`` (one GRPO pass), ``fast`` (K+1, 2) = θ⁰ … θ_K,
-    plus ``alpha``, ``num_fast_steps``, ``lr`` and the ``batch``. With α = 0 the fast
-    steps are skipped (as in sfpo_update), so ``fast`` is just θ₀ and θ_K = θ̃ = θ₀.
-    """
+    """One SFPO and one GRPO update of copies of the toy from one θ₀ and batch: flat
+    ``theta_0``, ``theta_k``, ``theta_tilde``, ``theta_next``, ``grpo_next`` (2,),
+    ``fast`` (K+1, 2) (just θ₀ when α = 0), ``alpha``, ``num_fast_steps``, ``lr``,
+    ``batch``."""
     if cfg.num_minibatches != 1:
         raise ValueError(
             f"num_minibatches={cfg.num_minibatches}: the toy trace draws one "
-            f"full-batch step per pass. Fix: use num_minibatches=1."
+            "full-batch step per pass. Fix: use num_minibatches=1."
         )
     generator = torch.Generator().manual_seed(seed)
     batch = bandit.sample_batch(
@@ -227,7 +194,6 @@ def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[st
     )
 
     def updated(update: Any, **kw: Any) -> list[Tensor]:
-        """The parameters of a copy of ``bandit`` after ``update`` on the batch."""
         copied = copy.deepcopy(bandit)
         params = trainable_params(copied)
         optimizer, loss_fn = make_optimizer(params, cfg), copied.make_loss_fn(cfg)
@@ -236,10 +202,7 @@ def toy_step_trace(bandit: ToyBandit, cfg: SFPOConfig, seed: int = 0) -> dict[st
 
     path = StepPath()
     updated(sfpo_update, num_fast_steps=cfg.num_fast_steps, alpha=cfg.alpha, path=path)
-    return path.points() | {
-        "grpo_next": flatten(updated(grpo_update)),
-        "alpha": cfg.alpha,
-        "num_fast_steps": cfg.num_fast_steps,
-        "lr": cfg.lr,
-        "batch": batch,
-    }
+    extras = dict(
+        alpha=cfg.alpha, num_fast_steps=cfg.num_fast_steps, lr=cfg.lr, batch=batch
+    )
+    return path.points() | {"grpo_next": flatten(updated(grpo_update))} | extras

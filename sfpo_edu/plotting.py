@@ -1,22 +1,11 @@
 """Pictures of GRPO and SFPO: the toy step, paths, landscapes, drift, learning curves.
 
-Every function here draws from arrays it is given (toy traces, ``landscape`` grids,
-``metrics.load_run`` / ``load_trajectory`` results) and returns a
-``matplotlib.figure.Figure``; none of them trains. In a notebook the returned figure
-displays once; in a script, ``fig.savefig("x.png")``.
-
-    trace = landscape.toy_step_trace(bandit, cfg)    # computation (runs the updates)
-    fig = plot_toy_step(trace, bandit)               # drawing only
-
-Figures are made with pyplot and immediately released from pyplot's registry
-(``plt.close``), so nothing piles up when a widget redraws and nothing is shown twice.
-Functions that draw one panel accept ``ax=`` to draw into an existing figure.
-
-Notation (as in the paper and the book): θ₀ the behaviour policy, θ_K after the K fast
-steps, θ̃ = θ₀ + α(θ_K − θ₀) the repositioned point, θ_{s+1} after the slow step.
+Each function draws arrays it is given (``landscape.toy_step_trace``, ``plane_grid``,
+``metrics.load_run`` ...) and returns a ``Figure``, released from pyplot at once so
+nothing piles up or shows twice; none trains. One-panel functions accept ``ax=``.
+Notation: θ₀ the behaviour policy, θ_K after the K fast steps, θ̃ = θ₀ + α(θ_K − θ₀)
+the repositioned point, θ_{s+1} after the slow step.
 """
-
-from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
@@ -37,29 +26,21 @@ from sfpo_edu.toy import ToyBandit, ToyRun
 TH0, THK, THT, THN = r"$\theta_0$", r"$\theta_K$", r"$\tilde\theta$", r"$\theta_{s+1}$"
 ALPHA = r"$\alpha$"
 
-ALGO_LABELS = {
-    "grpo": "GRPO",
-    "grpo_multi": "GRPO×(K+1)",
-    "sfpo": "SFPO",
-    "lookahead": "Lookahead",
+# algorithm: label, Okabe–Ito colour (readable with colour-vision deficiencies)
+_ALGOS = {
+    "grpo": ("GRPO", "#0072B2"),
+    "grpo_multi": ("GRPO×(K+1)", "#E69F00"),
+    "sfpo": ("SFPO", "#009E73"),
+    "lookahead": ("Lookahead", "#CC79A7"),
 }
-# Okabe–Ito colours (readable with colour-vision deficiencies); fixed per algorithm.
-ALGO_COLORS = {
-    "grpo": "#0072B2",
-    "grpo_multi": "#E69F00",
-    "sfpo": "#009E73",
-    "lookahead": "#CC79A7",
-}
+ALGO_LABELS = {algo: label for algo, (label, _) in _ALGOS.items()}
+ALGO_COLORS = {algo: color for algo, (_, color) in _ALGOS.items()}
 PALETTE = ["#0072B2", "#009E73", "#E69F00", "#CC79A7", "#D55E00", "#56B4E9", "#000000"]
 TILDE_COLOR = "#D55E00"  # θ̃, wherever it is marked
-X_LABELS = {
-    "rollouts/total": "rollouts (completions sampled)",
-    "rollouts": "rollouts (completions sampled)",
-    "step": "outer step s",
-}
+_ROLLOUTS = "rollouts (completions sampled)"
+X_LABELS = {"rollouts/total": _ROLLOUTS, "rollouts": _ROLLOUTS, "step": "outer step s"}
 
 
-# --- helpers -------------------------------------------------------------------------
 def new_figure(
     figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: Any
 ) -> tuple[Figure, Any]:
@@ -138,8 +119,7 @@ def _reward_contours(
     ax: Axes, bandit: ToyBandit, extent: Sequence[float], levels: Any = 12
 ) -> None:
     """Filled contours of the exact expected reward J(θ) of the toy, with a colourbar."""
-    xs = torch.linspace(extent[0], extent[1], 160)
-    ys = torch.linspace(extent[2], extent[3], 160)
+    xs, ys = torch.linspace(*extent[:2], 160), torch.linspace(*extent[2:], 160)
     J = bandit.reward_grid(xs, ys)  # (Y, X)
     filled = ax.contourf(xs, ys, J, levels=levels, cmap="Greys", alpha=0.55)
     ax.contour(xs, ys, J, levels=filled.levels, colors="0.45", linewidths=0.4)
@@ -182,7 +162,6 @@ def _mark(ax: Axes, points: list[tuple[str, Any, str, dict[str, Any]]]) -> None:
         ax.annotate(text, xys[i], offset, ha=ha, path_effects=_OUTLINE, **_POINT_LABEL)
 
 
-# --- 1. one toy step -------------------------------------------------------------------
 def plot_toy_step(
     trace: dict[str, Any],
     bandit: ToyBandit,
@@ -191,13 +170,8 @@ def plot_toy_step(
     extent: Sequence[float] | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """One SFPO update and one GRPO update from the same θ₀ and batch, on the exact
-    reward landscape. ``trace`` comes from ``landscape.toy_step_trace``.
-
-    Thin arrows: the K fast steps; dashed: the chord θ₀ → θ_K; diamond: θ̃ at fraction
-    α of the chord; thick arrow: the slow step from θ̃; blue: GRPO's single step (the
-    same as the first fast step: same θ₀, same batch).
-    """
+    """One SFPO and one GRPO update from the same θ₀ and batch
+    (``landscape.toy_step_trace``), on the exact reward landscape."""
     fast, t0, tk = trace["fast"], trace["theta_0"], trace["theta_k"]  # fast: (K+1, 2)
     tilde, nxt, grpo = trace["theta_tilde"], trace["theta_next"], trace["grpo_next"]
     if extent is None:
@@ -206,7 +180,6 @@ def plot_toy_step(
     fig, ax = _map_axes(ax, extent, figsize, width=7.5, extra_height=0.9)
     _reward_contours(ax, bandit, extent)
     sfpo_c, grpo_c, slow_c = ALGO_COLORS["sfpo"], ALGO_COLORS["grpo"], "#004D3C"
-
     _arrow(ax, t0, grpo, grpo_c, 5, "grpo")  # underneath the first fast step
     for k in range(len(fast) - 1):
         _arrow(ax, fast[k], fast[k + 1], sfpo_c, 1.4, f"fast:{k}")
@@ -219,15 +192,12 @@ def plot_toy_step(
         ("theta_next", nxt, THN, dict(marker="*", color=slow_c, ms=13)),
     ]
     _mark(ax, points)
-
     # Labels that change on every redraw are plain text: mathtext is slow to parse.
     K, alpha, G = trace["num_fast_steps"], trace["alpha"], trace["batch"].group_size
-    fast_label = (
-        f"K = {K} fast steps" if alpha > 0 else "no fast steps: α = 0 skips them"
-    )
+    fast_key = f"K = {K} fast steps" if alpha > 0 else "no fast steps: α = 0 skips them"
     tilde_label = rf"{THT} $= \theta_0 + \alpha(\theta_K - \theta_0)$"
     handles = [
-        _key(fast_label, color=sfpo_c, lw=1.4, marker=">", ms=5),
+        _key(fast_key, color=sfpo_c, lw=1.4, marker=">", ms=5),
         _key(rf"chord {TH0}$\to${THK}", color="0.15", ls="--"),
         _key(tilde_label, color=TILDE_COLOR, marker="D", ls="none"),
         _key(f"SFPO: slow step from {THT}", color=slow_c, lw=3.2),
@@ -244,7 +214,6 @@ def plot_toy_step(
     return fig
 
 
-# --- 2. toy paths ----------------------------------------------------------------------
 def plot_toy_paths(
     runs: dict[str, ToyRun],
     bandit: ToyBandit,
@@ -278,13 +247,11 @@ def plot_toy_paths(
     return fig
 
 
-# --- 3. the reposition line ------------------------------------------------------------
 def plot_reposition_line(
     line: dict[str, Tensor], alpha: float, *, figsize: tuple[float, float] = (9, 6.2)
 ) -> Figure:
-    """Drift vs gain along θ(t) = θ₀ + t(θ_K − θ₀), from ``landscape.reposition_line``:
-    the surrogate objective −L, the KL to θ₀, the clip fraction and mean |ρ − 1|, with
-    θ̃ (t = α) and θ_K (t = 1) marked."""
+    """Drift vs gain along θ(t) = θ₀ + t(θ_K − θ₀) (``landscape.reposition_line``),
+    with θ̃ (t = α) and θ_K (t = 1) marked."""
     fig, axes = new_figure(figsize, 2, 2, sharex=True)
     t = _np(line["t"])
     ratio = r"mean $|\rho - 1|$,  $\rho = \pi_\theta / \pi_{\theta_0}$"
@@ -313,7 +280,6 @@ def plot_reposition_line(
     return fig
 
 
-# --- 4. the plane of one step ----------------------------------------------------------
 def plot_plane(
     grid: dict[str, Tensor],
     coords: dict[str, Any],
@@ -321,9 +287,8 @@ def plot_plane(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """The surrogate objective −L in the plane of θ₀, θ_K, θ_{s+1}
-    (``landscape.plane_grid``), with KL-to-θ₀ contours (dashed) and the four points
-    (``Plane.coords``; an optional ``coords["fast"]`` (K+1, 2) adds the fast path)."""
+    """−L in the plane of θ₀, θ_K, θ_{s+1} (``landscape.plane_grid``), KL-to-θ₀
+    contours and the ``Plane.coords`` points (an optional ``"fast"`` (K+1, 2) too)."""
     x, y = _np(grid["x"]), _np(grid["y"])
     fig, ax = _map_axes(ax, (x[0], x[-1], y[0], y[-1]), figsize, width=7.5)
     filled = ax.contourf(x, y, -_np(grid["loss"]), levels=16, cmap="viridis")
@@ -333,9 +298,7 @@ def plot_plane(
     kl = ax.contour(x, y, _np(grid["kl"]), **kl_style)
     ax.clabel(kl, fontsize=8, fmt=lambda v: f"KL {v:.2g}")
     c = {k: _np(v) for k, v in coords.items()}
-    t0, tk, tilde, nxt = (
-        c[k] for k in ("theta_0", "theta_k", "theta_tilde", "theta_next")
-    )
+    t0, tk, tilde, nxt = c["theta_0"], c["theta_k"], c["theta_tilde"], c["theta_next"]
     handles = []
     if "fast" in c:
         ax.plot(*c["fast"].T, "-o", color="white", lw=1.2, ms=3, gid="fast")
@@ -363,7 +326,6 @@ def plot_plane(
     return fig
 
 
-# --- 5. drift dashboard ----------------------------------------------------------------
 DASHBOARD = [
     (("update/norm",), r"update $\|\theta_{s+1} - \theta_0\|$"),
     (("sfpo/drift_norm",), r"drift $\|\theta_K - \theta_0\|$"),
@@ -378,25 +340,16 @@ DASHBOARD = [
 
 
 def run_label(run: Run) -> str:
-    """What the run is (``arm_label``), then its folder unless the folder is only named
-    after the algorithm, as ``sfpo-edu compare`` names them: ``SFPO α=0.8 · sfpo-s0``,
-    or ``SFPO α=0.8`` for ``demo-cpu/sfpo``."""
+    """``arm_label``, then the folder unless it only names the algorithm (as in
+    ``sfpo-edu compare``): ``SFPO α=0.8 · sfpo-s0``; ``SFPO α=0.8`` for ``x/sfpo``."""
     label = arm_label(run.config)
     return label if run.name == run.config.get("algo") else f"{label} · {run.name}"
 
 
 # how a setting reads in a label: K=3, η=0.0003, G=8 ...
-_FIELD_NAMES = {
-    "num_fast_steps": "K",
-    "lr": "η",
-    "group_size": "G",
-    "num_prompts": "prompts",
-    "num_steps": "steps",
-    "lora_r": "LoRA r",
-    "max_new_tokens": "tokens",
-    "kl_coef": "β",
-    "stop_rule": "stop",
-}
+_FIELD_NAMES = {"num_fast_steps": "K", "lr": "η", "group_size": "G", "kl_coef": "β",
+                "num_prompts": "prompts", "num_steps": "steps", "lora_r": "LoRA r",
+                "max_new_tokens": "tokens", "stop_rule": "stop"}  # fmt: skip
 
 
 def arm_label(config: dict[str, Any]) -> str:
@@ -409,10 +362,9 @@ def arm_label(config: dict[str, Any]) -> str:
 
 
 def label_arms(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Recorded runs as arms ``{label: runs}``: one arm per folder and setting, seeds
-    pooled (``metrics.group_runs``). Each label says what the arm is (``arm_label``),
-    then the settings that differ between the arms (``K=5``, ``η=0.001``), then, when
-    the arms come from several folders, the folder (``· demo-cpu``)."""
+    """Recorded runs as arms ``{label: runs}``, one per folder and setting with seeds
+    pooled (``metrics.group_runs``), labelled ``arm_label``, then the settings that
+    differ between arms (``K=5``, ``η=0.001``), then the folder if there are several."""
     groups = list(group_runs(list(runs)).items())
     several_folders = len({key[0] for key, _ in groups}) > 1
     labels: dict[str, list[Run]] = {}
@@ -445,13 +397,13 @@ def stop_step(run: Run) -> int | None:
 def plot_drift_dashboard(
     runs: Sequence[Run], *, figsize: tuple[float, float] = (12, 9.5)
 ) -> Figure:
-    """Nine panels of per-step SFPO geometry from metrics.jsonl (one line per run),
-    with the step where the stop rule fired marked (dotted). A key that no run logged
-    leaves its panel saying "not logged"."""
+    """Nine panels of per-step SFPO geometry (one line per run), the stop rule's step
+    dotted; a key no run logged leaves its panel saying "not logged"."""
     fig, axes = new_figure(figsize, 3, 3, sharex=True)
-    # the colours of plot_learning_curves: an algorithm's first run gets its usual
-    # colour, its further runs colours that no algorithm uses
+    # the colours plot_learning_curves gives the same runs
     colors = distinct_colors([run.config.get("algo") for run in runs])
+    taus = {r.config.get("stop_threshold") for r in runs} - {None}
+    at = dict(xycoords=("axes fraction", "data"), textcoords="offset points")
     for ax, (keys, title) in zip(axes.flat, DASHBOARD, strict=True):
         ax.set_title(f"{title}\n{' / '.join(keys)}", fontsize=10)
         drawn = False
@@ -464,25 +416,16 @@ def plot_drift_dashboard(
             if drawn and (s := stop_step(run)) is not None:
                 ax.axvline(s, color=color, ls=":", lw=1.5, gid=f"stop|{run.name}")
         if drawn and keys == ("sfpo/entropy_z",):
-            for tau in {r.config.get("stop_threshold") for r in runs} - {None}:
+            for tau in taus:
                 ax.axhline(tau, color="0.3", ls="--", lw=1)
                 ax.axhline(-tau, color="0.3", ls="--", lw=1)
-                at = dict(
-                    xycoords=("axes fraction", "data"), textcoords="offset points"
-                )
                 ax.annotate(
                     r"$\pm\tau$", (1, tau), (-4, -3), ha="right", va="top", **at
                 )
         if not drawn:
+            tag = dict(transform=ax.transAxes, gid="not_logged")
             style = dict(ha="center", va="center", color="0.5", fontsize=12)
-            ax.text(
-                0.5,
-                0.5,
-                "not logged",
-                transform=ax.transAxes,
-                gid="not_logged",
-                **style,
-            )
+            ax.text(0.5, 0.5, "not logged", **tag, **style)
             ax.set_yticks([])
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
@@ -496,15 +439,10 @@ def plot_drift_dashboard(
     return fig
 
 
-# --- 6. trajectories in a shared PCA plane ---------------------------------------------
 def shared_pca(points: Tensor) -> tuple[Tensor, Tensor]:
-    """2-D PCA scores of N flat points: (N, D) → (N, 2), and the share of variance of
-    each of the two components (2,).
-
-    PCA through the N × N Gram matrix (N points ≪ D parameters), so no second N × D
-    copy is made; the points are first taken relative to one of them to keep fp32
-    differences precise.
-    """
+    """2-D PCA scores of N flat points, (N, D) → (N, 2), and each component's share of
+    the variance (2,). Uses the N × N Gram matrix (N ≪ D), so no second N × D copy is
+    made; points are taken relative to the first to keep fp32 differences precise."""
     X = points.float() - points[0].float()  # (N, D)
     N = len(X)
     centre = torch.eye(N, dtype=torch.float64) - 1.0 / N  # (N, N)
@@ -523,19 +461,15 @@ def plot_trajectories(
     ax: Axes | None = None,
     figsize: tuple[float, float] = (7.5, 6),
 ) -> Figure:
-    """Parameter-space paths of several runs (``metrics.load_trajectory``) in one PCA
-    plane fitted on all runs' points together: outer iterates bold, each step's fast
-    sub-steps θ⁰ … θ_K faint, θ̃ small diamonds, slow steps thin."""
+    """Paths of runs (``metrics.load_trajectory``) in one PCA plane of all their points:
+    outer iterates bold, fast steps θ⁰ … θ_K faint, θ̃ diamonds, slow steps thin."""
     fig, ax = _axes(ax, figsize)
     points = []  # per step: θ₀, θ⁰ … θ_K, θ̃, θ_{s+1}, each (D,)
     for traj in runs.values():
         for _, p in traj:
             points += [p["theta_0"], *p["fast"], p["theta_tilde"], p["theta_next"]]
     if not points:
-        raise ValueError(
-            "no trajectory points. Fix: train with snapshot_every > 0 and load with "
-            "metrics.load_trajectory(run_dir)."
-        )
+        raise ValueError("no trajectory points. Fix: train with snapshot_every > 0.")
     scores, share = shared_pca(torch.stack(points))  # (N, 2)
     xy = _np(scores)
     cursor = 0
@@ -568,7 +502,6 @@ def plot_trajectories(
     return fig
 
 
-# --- 7. learning curves ----------------------------------------------------------------
 def smooth_curve(y: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average over ``window`` points (shorter at the start)."""
     if window <= 1:
@@ -589,16 +522,12 @@ def _draw_curves(
     target: float | None,
     smooth: int = 1,
 ) -> None:
-    """Per group ``(name, colour, [(x, y) of each seed])``: the mean over its seeds
-    (interpolated onto the x values they share), a band, and where the mean first
-    reaches ``target``; then the title, the axis labels and the legend."""
+    """Per group ``(name, colour, [(x, y) per seed])``: the seed mean on the x values
+    they share, a band and where the mean first reaches ``target``; labels, legend."""
     seeds = []  # seeds drawn per group with data
     for name, color, curves in groups:
-        curves = [
-            (np.asarray(xs, float), smooth_curve(np.asarray(ys, float), smooth))
-            for xs, ys in curves
-            if len(xs)
-        ]
+        curves = [(np.asarray(xs, float), np.asarray(ys, float)) for xs, ys in curves]
+        curves = [(xs, smooth_curve(ys, smooth)) for xs, ys in curves if len(xs)]
         if not curves:
             continue
         lo, hi = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
@@ -638,8 +567,7 @@ def _draw_curves(
 
 
 def curves_title(seeds: Sequence[int], band: str | None) -> str:
-    """An honest title for curves of groups with these numbers of seeds: no mean and
-    no band where every group is a single run."""
+    """A title that claims no mean and no band where every group is a single run."""
     seeds = [n for n in seeds if n]
     if not seeds or max(seeds) == 1:
         return "one run (one seed) per arm: noisy, a first look"
@@ -658,14 +586,9 @@ def plot_learning_curves(
     ax: Axes | None = None,
     figsize: tuple[float, float] = (7.5, 4.5),
 ) -> Figure:
-    """``key`` against rollouts used (``x="rollouts/total"``) or ``"step"``: per group,
-    the mean over its runs (seeds) with a min–max (or ±std) band, smoothed by a
-    trailing moving average of ``smooth`` points. With ``target``, marks where each
-    group's mean first reaches it (compare arms at matched rollouts).
-
-    Groups are named by algorithm (``{"grpo": runs, "sfpo": runs}``) or by any label
-    (``label_arms`` makes them from recorded runs); no two groups share a colour: the
-    first group of each algorithm has its colour, the others colours of their own."""
+    """``key`` against rollouts (``x="rollouts/total"``) or ``"step"``: per group (named
+    by algorithm or ``label_arms``) the seed mean with a min–max or ±std band, smoothed
+    over ``smooth`` points, and where it first reaches ``target``."""
     fig, ax = _axes(ax, figsize)
     algos = [
         name if name in ALGO_COLORS else runs[0].config.get("algo") if runs else None
@@ -704,9 +627,8 @@ def plot_toy_learning_curves(
 
 
 def comparison_figure(runs: dict[str, Any]) -> Figure:
-    """The figure of ``sfpo-edu compare``: held-out accuracy, sampled reward and the
-    policy entropy the stop rule watches, per outer step, one line per arm (``runs``:
-    arm → run); every arm samples the same number of rollouts per step."""
+    """``sfpo-edu compare``'s figure: held-out accuracy, sampled reward and policy
+    entropy per outer step, one line per arm (``runs``: arm → run)."""
     fig, axes = new_figure((17, 4.6), 1, 3)
     groups = {algo: [run] for algo, run in runs.items()}
     titles = {
@@ -727,34 +649,25 @@ def comparison_figure(runs: dict[str, Any]) -> Figure:
     return fig
 
 
-# The arms of the regime map (bench/rollouts_to_target.py --regime), in drawing order.
-REGIME_LABELS = {
-    "grpo": "GRPO",
-    "grpo_multi": "GRPO×(K+1)",
-    "sfpo_a0.5": "SFPO α = 0.5",
-    "sfpo_a0.8": "SFPO α = 0.8",
-    "grpo_lr_x3.4": "GRPO, lr × 3.4",
-    "sfpo_a0.8_nostop": "SFPO α = 0.8, no stop rule",
+# The arms of the regime map (bench/rollouts_to_target.py --regime), in drawing order:
+# arm: label, colour.
+_REGIME = {
+    "grpo": ("GRPO", ALGO_COLORS["grpo"]),
+    "grpo_multi": ("GRPO×(K+1)", ALGO_COLORS["grpo_multi"]),
+    "sfpo_a0.5": ("SFPO α = 0.5", "#56B4E9"),
+    "sfpo_a0.8": ("SFPO α = 0.8", ALGO_COLORS["sfpo"]),
+    "grpo_lr_x3.4": ("GRPO, lr × 3.4", "#CC79A7"),
+    "sfpo_a0.8_nostop": ("SFPO α = 0.8, no stop rule", "#999933"),
 }
-REGIME_COLORS = {
-    "grpo": ALGO_COLORS["grpo"],
-    "grpo_multi": ALGO_COLORS["grpo_multi"],
-    "sfpo_a0.5": "#56B4E9",
-    "sfpo_a0.8": ALGO_COLORS["sfpo"],
-    "grpo_lr_x3.4": "#CC79A7",
-    "sfpo_a0.8_nostop": "#999933",
-}
+REGIME_LABELS = {arm: label for arm, (label, _) in _REGIME.items()}
+REGIME_COLORS = {arm: color for arm, (_, color) in _REGIME.items()}
 
 
 def plot_regime_map(grid: dict[str, Any]) -> Figure:
-    """The regime map: ``grid`` is the ``map`` of ``bench/results/regime_map.json``.
-
-    Per learning rate (x) and arm (colour): best (●) and final (○) held-out accuracy,
-    seed mean with the seeds' range; how many times fewer rollouts than GRPO the arm
-    needs to reach GRPO's best (bar: the seed-mean curve, whisker: the range over the
-    seeds that got there after step 0); and the policy entropy over the last five
-    steps. ``n`` is the number of seeds finished in the cell. Defined in :doc:`results`.
-    """
+    """The regime map of ``grid``, the ``map`` of ``bench/results/regime_map.json``:
+    per learning rate and arm, best (●) and final (○) held-out accuracy, × fewer
+    rollouts than GRPO to GRPO's best (whisker: the seeds' range), final entropy.
+    Defined in :doc:`results`."""
     lrs = sorted(grid, key=float)
     arms = [a for a in REGIME_LABELS if any(a in grid[lr]["arms"] for lr in lrs)]
     fig, (acc, fewer, entropy) = new_figure((15, 4.6), 1, 3)
@@ -769,16 +682,9 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
                 d = cell[key]
                 span = [[d["mean"] - d["min"]], [d["max"] - d["mean"]]]
                 first = key == "best" and name not in acc.get_legend_handles_labels()[1]
-                acc.errorbar(
-                    x + dx * width,
-                    d["mean"],
-                    span,
-                    fmt="o",
-                    color=color,
-                    mfc=face,
-                    capsize=2,
-                    label=name if first else None,
-                )
+                label = name if first else None
+                style = dict(fmt="o", color=color, mfc=face, capsize=2, label=label)
+                acc.errorbar(x + dx * width, d["mean"], span, **style)
             ratio = cell["fewer_rollouts_than_grpo"] or 0.0
             fewer.bar(x, ratio, width, color=color)
             reached = [r for r in cell.get("fewer_rollouts_per_seed", []) if r]
@@ -786,25 +692,11 @@ def plot_regime_map(grid: dict[str, Any]) -> Figure:
                 fewer.vlines(x, min(reached), max(reached), color="black", lw=1)
             no_ratio = "never" if cell["rollouts_to_target"] is None else "step 0"
             label, turn = (f"{ratio:.1f}", 0) if ratio else (no_ratio, 90)
-            fewer.text(
-                x,
-                ratio + 0.03,
-                label,
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                rotation=turn,
-            )
+            style = dict(ha="center", va="bottom", fontsize=7, rotation=turn)
+            fewer.text(x, ratio + 0.03, label, **style)
             entropy.bar(x, cell["entropy_last5"] or 0.0, width, color=color)
-            entropy.text(
-                x,
-                0.01,
-                f"n={cell['seeds']}",
-                ha="center",
-                fontsize=6,
-                rotation=90,
-                va="bottom",
-            )
+            style = dict(ha="center", fontsize=6, rotation=90, va="bottom")
+            entropy.text(x, 0.01, f"n={cell['seeds']}", **style)
     for ax in (acc, fewer, entropy):
         ax.set_xticks(range(len(lrs)), [f"lr {lr}" for lr in lrs])
         for i in range(len(lrs) - 1):  # one learning rate per column

@@ -5,14 +5,10 @@
     rollout_browser("runs/a")          # a step slider over samples.jsonl
     reposition_explorer(line)          # an α slider over landscape.reposition_line
 
-Each returns an ``Explorer``, a VBox to display (or leave as a cell's last line). Its
-``controls`` are the widgets by name, ``output`` is the ``ipywidgets.Output`` it draws
-into and ``shown`` is the figure (or HTML) it displayed last; setting a control's
-``.value`` redraws, so notebooks and tests can drive it from code too. Displayed, an
-explorer also carries a still of its current picture, which the book shows.
+Each returns an ``Explorer`` (a VBox): ``controls`` by name, the ``output`` it draws
+into and the figure or HTML ``shown`` last. Setting a control's ``.value`` redraws, so
+code and tests can drive it; displayed, it also carries a still the book shows.
 """
-
-from __future__ import annotations
 
 import base64
 import html
@@ -50,8 +46,7 @@ class Explorer(widgets.VBox):
         self.redraw()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        """The live widget, plus a still of what it shows now. Jupyter draws the
-        widget; a page without a kernel (the book) shows the still instead."""
+        """The live widget plus a still of what it shows, for pages without a kernel."""
         bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
         if isinstance(self.shown, Figure):
             png = io.BytesIO()
@@ -69,24 +64,22 @@ class Explorer(widgets.VBox):
 
 
 def _alpha_slider(alpha: float) -> widgets.FloatSlider:
-    """α from 0 (θ̃ = θ₀) to 1 (θ̃ = θ_K) in steps of 0.05."""
     return widgets.FloatSlider(alpha, min=0, max=1, step=0.05, description="α")
 
 
 def toy_explorer(
     bandit: ToyBandit | None = None, cfg: SFPOConfig | None = None
 ) -> Explorer:
-    """Sliders for K, α, lr, G and the batch seed over the one-step toy picture
-    (``plotting.plot_toy_step``); "new batch" samples another batch at the same θ₀."""
+    """Sliders for K, α, lr, G and the batch seed over ``plotting.plot_toy_step``;
+    "new batch" samples another batch at the same θ₀."""
     bandit = ToyBandit() if bandit is None else bandit
     cfg = toy_config() if cfg is None else cfg
     wide = {"style": {"description_width": "initial"}}  # long descriptions show whole
+    lr = dict(base=10, min=-2, max=0.5, step=0.05, description="lr η", **wide)
     controls = {
         "K": widgets.IntSlider(cfg.num_fast_steps, min=1, max=8, description="K"),
         "alpha": _alpha_slider(cfg.alpha),
-        "lr": widgets.FloatLogSlider(
-            cfg.lr, base=10, min=-2, max=0.5, step=0.05, description="lr η", **wide
-        ),
+        "lr": widgets.FloatLogSlider(cfg.lr, **lr),
         "G": widgets.IntSlider(cfg.group_size, min=2, max=32, description="G"),
         "seed": widgets.IntSlider(cfg.seed, max=999, description="batch seed", **wide),
         "new batch": widgets.Button(description="new batch", icon="refresh"),
@@ -109,8 +102,7 @@ def toy_explorer(
 
 
 def run_comparer(run_dirs: Sequence[str | os.PathLike]) -> Explorer:
-    """Pick runs (multi-select), a metric key and the x axis → learning curves
-    (``plotting.plot_learning_curves``, one curve per run)."""
+    """Pick runs, a metric and the x axis → learning curves, one curve per run."""
     runs = [load_run(d) for d in run_dirs]
     if not runs:
         raise ValueError("run_comparer needs at least one run folder.")
@@ -153,11 +145,9 @@ def _cell(value: Any, digits: int = 3) -> str:
 
 
 def samples_table(rows: Sequence[dict[str, Any]]) -> str:
-    """HTML table of sample rows (prompt, completion, answer, reward, advantage,
-    truncated). All model text is escaped: it is untrusted."""
+    """An HTML table of sample rows; all model text is escaped: it is untrusted."""
     pre = '<pre style="white-space:pre-wrap;margin:0;font-size:12px;text-align:left">'
-    # on every cell: JupyterLab's stylesheet right-aligns `td`, and a cell's own style
-    # is the only one that wins over it
+    # on every cell: only a cell's own style wins over JupyterLab's right-aligned `td`
     td = '<td style="text-align:left;vertical-align:top"'
     lines, prompt = [], object()
     for i, row in enumerate(rows):
@@ -185,8 +175,7 @@ def rollout_browser(run_dir: str | os.PathLike) -> Explorer:
     run = load_run(run_dir, samples=True)
     if not run.samples:
         raise ValueError(
-            f"{run.path}/samples.jsonl has no rows. Fix: train with "
-            f"num_samples_logged > 0."
+            f"no samples in {run.path}. Fix: train with num_samples_logged > 0."
         )
     steps = sorted({row["step"] for row in run.samples})
     controls = {"step": widgets.SelectionSlider(options=steps, description="step")}
@@ -203,8 +192,7 @@ def rollout_browser(run_dir: str | os.PathLike) -> Explorer:
 
 
 def reposition_explorer(line: dict[str, Tensor], alpha: float = 0.8) -> Explorer:
-    """An α slider over precomputed reposition-line curves
-    (``landscape.reposition_line``): where θ̃ sits between θ₀ and θ_K."""
+    """An α slider over ``landscape.reposition_line``: θ̃ between θ₀ and θ_K."""
     controls = {"alpha": _alpha_slider(alpha)}
     return Explorer(
         controls, lambda: plotting.plot_reposition_line(line, controls["alpha"].value)
