@@ -8,7 +8,9 @@ back, and (4) print its feedback and return None, so a notebook cell shows no st
 True / False.
 """
 
+import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -16,16 +18,15 @@ import torch
 
 from sfpo_edu import exercises
 from sfpo_edu.exercises import EXERCISES
-from sfpo_edu.exercises.grader import Exercise
+from sfpo_edu.exercises.grader import Exercise, _error_hint, show
 from sfpo_edu.exercises.sfpo_step import quadratic
+from sfpo_edu.toy import ToyBandit
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CHECKS = [name for names in EXERCISES.values() for name in names]
 CHECKS: dict[str, Exercise] = {name: getattr(exercises, name) for name in ALL_CHECKS}
 MISTAKES = [
-    (name, wrong, hint)
-    for name in ALL_CHECKS
-    for hint, wrong in CHECKS[name].mistakes.items()
+    (name, wrong, hint) for name in ALL_CHECKS for wrong, hint in CHECKS[name].mistakes
 ]
 
 
@@ -37,7 +38,8 @@ def load_solutions():
     return module
 
 
-SOLUTIONS = load_solutions().SOLUTIONS
+S = load_solutions()
+SOLUTIONS = S.SOLUTIONS
 
 
 def test_every_notebook_check_exists_and_has_a_solution():
@@ -102,6 +104,70 @@ def test_each_common_mistake_is_diagnosed_as_itself(name, wrong, hint, capsys):
     assert "input:" in out and ("expected:" in out or "error:" in out)
 
 
+def _argmax_mask(ids, eos_ids):
+    """The classic bug: argmax of a row without EOS is 0, like an EOS at position 0."""
+    first = torch.isin(ids, torch.tensor(eos_ids)).long().argmax(1)
+    truncated = first == 0
+    last = torch.where(truncated, ids.shape[1], first)
+    return (torch.arange(ids.shape[1]) <= last.unsqueeze(1)).long(), truncated
+
+
+def _trailing_dot(text):
+    """Reads the full stop of "The answer is 25." as a decimal point."""
+    numbers = re.findall(r"-?[\d,]+\.?\d*", text)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def _grpo_multi(wrong):
+    """check_rollouts_per_step's solution, but ``wrong(n, G, K)`` for grpo_multi."""
+
+    def rollouts(algo, n, G, K):
+        if algo == "grpo_multi":
+            return wrong(n, G, K)
+        return S.rollouts_per_step(algo, n, G, K)
+
+    return rollouts
+
+
+# wrong answers a review found passing once the cases that catch them were dropped
+REVIEWED_WRONG_ANSWERS = [
+    (
+        "check_effective_alpha",
+        lambda a, al, s: 0.0 if s else S.effective_alpha(a, al, s),
+    ),
+    ("check_rollouts_per_step", _grpo_multi(lambda n, G, K: (K + 1) * n * G)),
+    ("check_rollouts_per_step", _grpo_multi(lambda n, G, K: None)),
+    ("check_stop_step", lambda h, rule, w, t: S.stop_step(h, "abs", w, t)),
+    (
+        "check_lookahead_sgd_step",
+        lambda t0, g, a, lr: S.lookahead_sgd_step(t0, g, a, 0.5),
+    ),
+    (
+        "check_toy_policy_gradient",
+        lambda t, f, a, adv: S.toy_policy_gradient(t, ToyBandit().features, a, adv),
+    ),
+    ("check_completion_mask", _argmax_mask),
+    ("check_last_number", _trailing_dot),
+    ("check_moving_average", lambda y, w: S.moving_average(y, w) if w != 2 else y),
+    (
+        "check_optimizer_steps",
+        lambda a, K, M, s: M if s else S.optimizer_steps(a, K, M, s),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "wrong"), REVIEWED_WRONG_ANSWERS)
+def test_wrong_answers_found_in_review_fail(name, wrong, capsys):
+    assert CHECKS[name].grade(wrong) is False
+    assert capsys.readouterr().out.startswith("✗")
+
+
+def test_lists_are_summarised():
+    assert show([quadratic(0)] * 3).startswith("[3 functions, each grad(theta) -> ")
+    falling = [2.0 - 0.01 * i for i in range(40)]
+    assert show(falling) == "[2. , 1.99, 1.98, ..., 1.63, 1.62, 1.61] (40 values)"
+
+
 def test_every_check_has_common_mistakes():
     assert all(CHECKS[name].mistakes for name in ALL_CHECKS)
 
@@ -129,6 +195,35 @@ def test_an_error_without_a_known_mistake_gets_a_general_hint(capsys):
     assert "torch.no_grad" in capsys.readouterr().out
 
 
+def test_a_list_changed_in_place_is_reported(capsys):
+    def zscore_appending(entropies, window):
+        entropies.append(0.0)
+
+    assert exercises.check_entropy_zscore.grade(zscore_appending) is False
+    out = capsys.readouterr().out
+    assert "changed its input in place" in out and "(41 values)" in out
+
+
+def test_a_stub_returning_none_gets_no_misleading_hint(capsys):
+    assert exercises.check_entropy_zscore.grade(lambda entropies, window: None) is False
+    assert "hint:" not in capsys.readouterr().out
+
+
+def test_an_error_in_the_reference_is_a_library_bug_and_raises():
+    def broken(*args):
+        raise RuntimeError("library bug")
+
+    check = dataclasses.replace(exercises.check_kl_k3, reference=broken)
+    with pytest.raises(RuntimeError, match="library bug"):
+        check.grade(SOLUTIONS["check_kl_k3"])
+
+
+def test_a_general_hint_answers_only_its_errors():
+    assert "shapes" in _error_hint("The size of tensor a (3) must match the size of b")
+    assert "dtypes" in _error_hint("expected scalar type Float but found Double")
+    assert _error_hint("batch size 3 is not a multiple of 2") is None
+
+
 def test_an_unknown_wrong_answer_shows_the_difference_without_a_hint(capsys):
     assert exercises.check_kl_k3.grade(lambda p, ref: 2 * losses_kl(p, ref)) is False
     out = capsys.readouterr().out
@@ -141,7 +236,7 @@ def losses_kl(p, ref):
 
 
 def test_feedback_shows_shapes_and_dtypes(capsys):
-    population_std = next(iter(exercises.check_group_advantages.mistakes.values()))
+    population_std, _ = exercises.check_group_advantages.mistakes[0]
     exercises.check_group_advantages(population_std)
     out = capsys.readouterr().out
     assert "shape (8,)" in out and "torch.float32" in out

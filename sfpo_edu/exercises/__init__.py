@@ -8,8 +8,8 @@
 
 Each check (``grader.Exercise``) runs your function on hand-made, random and degenerate
 cases and, for the first one it fails, prints the input, the expected and the returned
-value and a hint for a common mistake; it never raises. ``EXERCISES`` maps each notebook
-to its checks, in order; solutions: ``notebooks/solutions/``.
+value and a hint for a common mistake, never raising for your errors. ``EXERCISES`` maps
+each notebook to its checks, in order; solutions: ``notebooks/solutions/``.
 """
 
 from sfpo_edu.exercises.grpo_loss import (  # noqa: F401 (re-exported)

@@ -46,16 +46,35 @@ check_group_advantages = Exercise(
         ("random: 3 groups of 8", torch.rand(24, generator=gen(0)), 8),
         ("degenerate: a group whose rewards are all equal", torch.ones(4), 4),
     ],
-    {
-        "GRPO uses the unbiased std, tensor.std(), which divides by G − 1, not by "
-        "G.": partial(_advantages, unbiased=False),
-        "normalise each prompt's G rewards within its own group: "
-        "rewards.view(-1, G).": lambda r, g: _advantages(r, len(r)),
-        "a group with equal rewards has std 0: add 1e-6 to the std, so its advantages "
-        "are 0, not NaN.": partial(_advantages, eps=0.0),
-    },
+    [
+        (
+            partial(_advantages, unbiased=False),
+            "GRPO uses the unbiased std, tensor.std(): it divides by G − 1, not by G.",
+        ),
+        (
+            lambda r, g: losses.group_advantages(r, g, scale=False)[0],
+            "you subtracted the mean but did not divide by the std (+ 1e-6).",
+        ),
+        (
+            lambda r, g: _advantages(r, len(r)),
+            "normalise each prompt's G rewards in its own group: rewards.view(-1, G).",
+        ),
+        (
+            partial(_advantages, eps=0.0),
+            "a group with equal rewards has std 0: add 1e-6 to the std, so its "
+            "advantages are 0, not NaN.",
+        ),
+    ],
     atol=1e-4,
 )
+
+
+def _terms(lp: Tensor, old: Tensor, adv: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """ρÂ and clip(ρ, 1 − ε, 1 + ε)Â, (B, T) each."""
+    ratio, a = torch.exp(lp - old), adv.unsqueeze(1)  # (B, T), (B, 1)
+    return ratio * a, ratio.clamp(1 - eps, 1 + eps) * a
+
+
 _OLD = torch.tensor([[0.5] * 3, [0.2] * 3]).log()  # (B, T) = (2, 3)
 _NEW = _OLD + torch.tensor([1.0, 1.5, 0.5]).log()  # ratios 1, 1.5, 0.5
 _LOGPS = -3 * torch.rand(2, 4, 5, generator=gen(1))  # new and old, (B, T) = (4, 5)
@@ -68,16 +87,37 @@ check_clipped_surrogate = Exercise(
         ("random: B = 4, T = 5", *_LOGPS, torch.randn(4, generator=gen(2)), 0.1),
         ("degenerate: zero advantages", *_LOGPS, torch.zeros(4), 0.2),
     ],
-    {
-        "the sign is flipped: the loss is MINUS the clipped objective, −min(ρÂ, "
-        "clip(ρ, 1 ± ε)Â).": lambda *a: losses.clipped_surrogate(*a)[0].neg(),
-        "advantages (B,) and ratios (B, T): advantages.unsqueeze(1), of shape (B, 1), "
-        "gives a row's Â to its tokens.": lambda lp, o, a, e: -(lp - o).exp() * a,
-    },
+    [
+        (
+            lambda *a: torch.min(*_terms(*a)),
+            "the sign is flipped: the loss is MINUS the clipped objective.",
+        ),
+        (
+            lambda *a: -torch.max(*_terms(*a)),
+            "use torch.min of the two terms (the pessimistic one), not max.",
+        ),
+        (
+            lambda *a: -_terms(*a)[1],
+            "take the min of the unclipped ρÂ and the clipped term: the clipped term "
+            "alone is wrong where clipping would increase the loss.",
+        ),
+        (
+            lambda lp, old, adv, eps: -(lp - old) * adv.unsqueeze(1),
+            "the ratio is exp(logps − old_logps); logps − old_logps is its log.",
+        ),
+        (
+            lambda lp, old, adv, eps: -(lp - old).exp() * adv,
+            "advantages (B,) and ratios (B, T): advantages.unsqueeze(1), of shape "
+            "(B, 1), gives a row's Â to its tokens.",
+        ),
+    ],
 )
 _TOY = ToyBandit()  # at θ₀ = (0.5, −0.5), with its 6 arms
 _T0, _F, _R = _TOY.theta.detach(), _TOY.features, _TOY.arm_rewards  # (2,), (6, 2), (6,)
+_THREE = ToyBandit((1.3, -0.4), (10.0, 130.0, 250.0), (0.2, 0.9, 0.4))  # 3 arms
+_T3, _F3, _R3 = _THREE.theta.detach(), _THREE.features, _THREE.arm_rewards
 _A, _RA = torch.tensor([3, 0, 2, 3]), torch.randint(6, (8,), generator=gen(4))
+_A3 = torch.randint(3, (8,), generator=gen(5))  # actions of the 3-arm bandit
 check_toy_policy_gradient = Exercise(
     "toy policy gradient at θ₀: fn(theta, features, actions, advantages) -> (2,): "
     "−mean Â (φ_a − Σ_b π(b) φ_b). Reference: autograd through ToyBandit.make_loss_fn.",
@@ -85,16 +125,31 @@ check_toy_policy_gradient = Exercise(
     lambda: [
         ("hand-made: one group", _T0, _F, _A, _advantages(_R[_A], 4)),
         ("random: 8 actions at θ = 2θ₀", 2 * _T0, _F, _RA, _advantages(_R[_RA], 4)),
+        ("random: a 3-arm bandit", _T3, _F3, _A3, _advantages(_R3[_A3], 4)),
         ("hand-made: raw rewards as Â (not zero-mean)", _T0, _F, _A, _R[_A]),
         ("degenerate: equal rewards, Â = 0", _T0, _F, _A, torch.zeros(4)),
     ],
-    {
-        "the sign is flipped: this is the gradient of the LOSS, −mean(Â ∇log "
-        "π).": lambda *a: -_toy_gradient(*a),
-        "∇log π(a) = φ_a − Σ_b π(b) φ_b: without the mean feature you are right only "
-        "while Σ Â = 0.": lambda t, f, a, adv: -(adv.unsqueeze(1) * f[a]).mean(0),
-    },
+    [
+        (
+            lambda *a: -_toy_gradient(*a),
+            "the sign is flipped: this is the gradient of the LOSS, −mean(Â ∇log π).",
+        ),
+        (
+            lambda theta, f, actions, adv: -(adv.unsqueeze(1) * f[actions]).mean(0),
+            "∇log π(a) = φ_a − Σ_b π(b) φ_b: without the mean feature you are right "
+            "only while Σ Â = 0.",
+        ),
+    ],
 )
+
+
+def _unclamped(x: Tensor, mask: Tensor, loss_agg: str) -> Tensor:
+    """seq_mean dividing by each row's raw token count (else the library's)."""
+    if loss_agg != "seq_mean":
+        return losses.aggregate(x, mask, loss_agg)
+    return ((x * mask).sum(1) / mask.sum(1)).mean()
+
+
 _X = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 0.0, 0.0]])
 _MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
 _EMPTY = _MASK * torch.tensor([[1], [0]])  # row 1 has no tokens
@@ -110,12 +165,21 @@ check_aggregate = Exercise(
         *[(f"random: B = 5, T = 6, {m}", _RX, _RMASK, m) for m in _MODES],
         ("degenerate: an empty row (mask all 0) in seq_mean", _X, _EMPTY, "seq_mean"),
     ],
-    {
-        "masked-out tokens (mask 0) are padding: leave them out of the sum and of the "
-        "count.": lambda x, m, agg: x.mean(),
-        "that is token_mean for every loss_agg; seq_mean and dr_grpo divide "
-        "differently.": lambda x, m, agg: losses.aggregate(x, m),
-    },
+    [
+        (
+            lambda x, mask, loss_agg: x.mean(),
+            "masked-out tokens (mask 0) are padding: leave them out of sum and count.",
+        ),
+        (
+            lambda x, mask, loss_agg: losses.aggregate(x, mask, "token_mean"),
+            "that is token_mean for every loss_agg; the others divide differently.",
+        ),
+        (
+            lambda x, mask, loss_agg: losses.aggregate(x, mask, "seq_mean"),
+            "that is seq_mean for every loss_agg; the others divide differently.",
+        ),
+        (_unclamped, "an empty row has 0 tokens: divide by the count clamped to >= 1."),
+    ],
 )
 _LOGP = torch.tensor([[0.5, 0.25]]).log()
 check_kl_k3 = Exercise(
@@ -128,28 +192,36 @@ check_kl_k3 = Exercise(
         ("degenerate: equal log-probs give 0", _LOGP, _LOGP),
         ("degenerate: π_ref(o) ≈ 6e-6", *torch.tensor([[[-0.1]], [[-12.0]]])),
     ],
-    {
-        "r = log π_ref − log π_θ (reference minus current), not the "
-        "reverse.": lambda p, ref: losses.kl_k3(ref, p),
-        "that is k1, the log-ratio, which can be negative; k3 is exp(r) − r − 1 with r "
-        "= log π_ref − log π_θ.": lambda p, ref: p - ref,
-    },
+    [
+        (
+            lambda logps, ref: losses.kl_k3(ref, logps),
+            "r = log π_ref − log π_θ (reference minus current), not the reverse.",
+        ),
+        (
+            lambda logps, ref: logps - ref,
+            "that is k1, the log-ratio, which can be negative; k3 is exp(r) − r − 1 "
+            "with r = log π_ref − log π_θ.",
+        ),
+    ],
 )
-_THREE = ToyBandit((1.3, -0.4), (10.0, 130.0, 250.0), (0.2, 0.9, 0.4))
 check_toy_expected_reward = Exercise(
     "toy expected reward: fn(theta, features, arm_rewards) -> J(θ) = Σ_a "
     "softmax(features @ θ)_a r_a, 0-dim. Reference: ToyBandit.expected_reward.",
     lambda theta, f, r: _bandit(theta, f, r).expected_reward(),
     lambda: [
         ("hand-made: the default bandit at its start", _T0, _F, _R),
-        ("random: 3 arms", _THREE.theta.detach(), _THREE.features, _THREE.arm_rewards),
+        ("random: 3 arms", _T3, _F3, _R3),
         ("degenerate: θ = 0 (uniform policy)", _T0 * 0, _F, _R),
         ("degenerate: a huge θ (one-hot softmax: be stable)", _T0 * 1600, _F, _R),
     ],
-    {
-        "turn the logits features @ θ into probabilities first, with "
-        "torch.softmax.": lambda t, f, r: (f @ t) @ r,
-        "exp of a large logit overflows to inf (inf / inf is NaN): torch.softmax is "
-        "stable.": lambda t, f, r: (torch.exp(f @ t) / torch.exp(f @ t).sum()) @ r,
-    },
+    [
+        (
+            lambda theta, f, r: (f @ theta) @ r,
+            "turn the logits features @ θ into probabilities first: torch.softmax.",
+        ),
+        (
+            lambda theta, f, r: (torch.exp(f @ theta) / torch.exp(f @ theta).sum()) @ r,
+            "exp of a large logit is inf (inf / inf is NaN): torch.softmax is stable.",
+        ),
+    ],
 )

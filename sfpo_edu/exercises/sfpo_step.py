@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from sfpo_edu import params
-from sfpo_edu.exercises.grader import Exercise, gen
+from sfpo_edu.exercises.grader import Case, Exercise, gen
 from sfpo_edu.sfpo import sfpo_update
 from sfpo_edu.toy import ToyBandit, lookahead_update, toy_config
 
@@ -56,21 +56,34 @@ def _sgd(update: Callable, theta_0: Tensor, lr: float, batch: Any, **kw: Any) ->
     return theta.detach()
 
 
+class Points(NamedTuple):
+    """The three points of an SFPO step, each (D,)."""
+
+    theta_k: Tensor  # after K fast steps
+    theta_tilde: Tensor  # repositioned
+    theta_next: Tensor  # after the slow step
+
+
 def _points(
-    theta_0: Tensor, grad: Any, lr: float, K: int, alpha: float, mistake: str = ""
-) -> tuple[Tensor, Tensor, Tensor]:
-    """θ_K, θ̃ and θ_{s+1} of one SFPO step with SGD (``grad``: one function, or one per
-    fast step), or with a ``mistake``: θ̃ pulled "back" from θ_K, the slow step "from
-    K" (θ_K) or its gradient "at K"."""
-    grads = grad if isinstance(grad, list) else [grad] * K
+    theta_0: Tensor, grad: Grad, lr: float, K: int, alpha: float, mistake: str = ""
+) -> Points:
+    """θ_K, θ̃ and θ_{s+1} of one SFPO step with SGD, or with a ``mistake``: "K + 1" or
+    "K - 1" fast steps, θ̃ pulled "back" from θ_K, the slow step "from K" (θ_K), its
+    gradient "at K" or "at 0" (θ₀)."""
+    steps = {"K + 1": K + 1, "K - 1": K - 1}.get(mistake, K)  # fast steps
     theta_k = theta_0
-    for g in grads:  # Eq. (2): θ^{k+1} = θ^k − η∇L(θ^k)
-        theta_k = theta_k - lr * g(theta_k)
+    for _ in range(steps):
+        theta_k = theta_k - lr * grad(theta_k)  # Eq. (2): θ^{k+1} = θ^k − η∇L(θ^k)
     ends = (theta_0, theta_k) if mistake == "back" else (theta_k, theta_0)
     tilde = params.reposition(*ends, alpha)  # Eq. (3): θ̃ = θ₀ + α(θ_K − θ₀)
     start = theta_k if mistake == "from K" else tilde
-    at = theta_k if mistake == "at K" else start
-    return theta_k, tilde, start - lr * grads[-1](at)  # Eq. (4): θ̃ − η∇L(θ̃)
+    at = {"at K": theta_k, "at 0": theta_0}.get(mistake, start)
+    return Points(theta_k, tilde, start - lr * grad(at))  # Eq. (4): θ̃ − η∇L(θ̃)
+
+
+def _next(mistake: str) -> Callable[..., Tensor]:
+    """A wrong ``sfpo_sgd_step``: θ_{s+1} of ``_points`` with ``mistake``."""
+    return lambda t0, grad, K, a, lr: _points(t0, grad, lr, K, a, mistake).theta_next
 
 
 def _sgd_cases() -> list[tuple]:
@@ -99,10 +112,19 @@ def _literal_(ps: list[Tensor], theta_0: list[Tensor], alpha: float) -> None:
             p.copy_(t + alpha * (p.float() - t))
 
 
-def _drift(t0: Tensor, tk: Tensor, tn: Tensor, a: float, **mistake: Any) -> dict:
-    """The drift metrics with the slow step ``from_k`` or the cosine by ``cos``."""
-    tilde, cos = t0 + a * (tk - t0), mistake.get("cos", params.cosine)
-    fast, slow = tk - t0, tn - (tk if mistake.get("from_k") else tilde)
+def _drift(
+    t0: Tensor,
+    tk: Tensor,
+    tn: Tensor,
+    a: float,
+    start: str = "theta_tilde",
+    cos: Callable[[Tensor, Tensor], float] = params.cosine,
+) -> dict:
+    """The drift metrics, the slow step measured from ``start`` (right for θ̃ only),
+    the cosine by ``cos``."""
+    tilde = t0 + a * (tk - t0)
+    begin = {"theta_tilde": tilde, "theta_k": tk, "theta_0": t0}[start]
+    fast, slow = tk - t0, tn - begin
     norms = {"drift": fast, "reposition": tilde - t0, "slow_step": slow}
     metrics = {f"sfpo/{key}_norm": v.norm().item() for key, v in norms.items()}
     return metrics | {"sfpo/cos_fast_slow": cos(fast, slow)}
@@ -117,14 +139,21 @@ check_reposition = Exercise(
         ("random: D = 7", *torch.randn(2, 7, generator=gen(2)), 0.3),
         ("degenerate: α = 0 gives θ₀", *torch.randn(2, 5, generator=gen(3)), 0.0),
         ("degenerate: α = 1 gives θ_K", *torch.randn(2, 5, generator=gen(4)), 1.0),
-        ("α = 1, θ₀ ≫ θ_K, bit for bit", *torch.tensor([[500.0], [1e-3]]), 1.0),
+        Case(
+            "α = 1, θ₀ ≫ θ_K",
+            (*torch.tensor([[500.0], [1e-3]]), 1.0),
+            exact=True,
+            note="at α = 1 your θ̃ is θ_K only up to rounding. The library's "
+            "torch.lerp(θ_K, θ₀, 1 − α) is exact at both ends, so α = 1 is bit for bit "
+            "GRPO×(K+1).",
+        ),
     ],
-    {
-        "α weighs the step from θ₀ toward θ_K: θ̃ = θ₀ + α(θ_K − θ₀), so α = 0 gives "
-        "θ₀.": lambda t0, tk, a: tk + a * (t0 - tk),
-    },
-    note="at α = 1 your θ̃ is θ_K only up to rounding. The library's torch.lerp(θ_K, "
-    "θ₀, 1 − α) is exact at both ends, so α = 1 is bit for bit GRPO×(K+1).",
+    [
+        (
+            lambda t0, tk, a: tk + a * (t0 - tk),
+            "α weighs the step from θ₀ to θ_K: θ̃ = θ₀ + α(θ_K − θ₀); α = 0 gives θ₀.",
+        ),
+    ],
     rtol=1e-5,
 )
 check_sfpo_sgd_step = Exercise(
@@ -134,45 +163,101 @@ check_sfpo_sgd_step = Exercise(
         sfpo_update, t0, lr, grad, num_fast_steps=K, alpha=alpha, diagnostics=False
     ),
     _sgd_cases,
-    {
-        "you stopped at θ̃: stage III takes one more step, θ̃ − "
-        "η∇L(θ̃).": lambda t0, g, K, a, lr: _points(t0, g, lr, K, a)[1],
-        "you skipped the reposition: the slow step starts from θ̃, not "
-        "θ_K.": lambda t0, g, K, a, lr: _points(t0, g, lr, K, a, "from K")[2],
-    },
+    [
+        (
+            lambda t0, grad, K, a, lr: _points(t0, grad, lr, K, a).theta_tilde,
+            "you stopped at θ̃: stage III takes one more step, θ̃ − η∇L(θ̃).",
+        ),
+        (
+            _next("from K"),
+            "you skipped the reposition: the slow step starts from θ̃, not θ_K.",
+        ),
+        (
+            _next("back"),
+            "θ̃ = θ₀ + α(θ_K − θ₀): α is the share of the fast path you KEEP.",
+        ),
+        (_next("at K"), "the slow step's gradient is taken AT θ̃, not at θ_K."),
+    ],
 )
+
+
+def _lookahead(
+    theta_0: Tensor, grads: list[Grad], alpha: float, lr: float, mistake: str = ""
+) -> Tensor:
+    """One Lookahead step with SGD, or with a ``mistake``: each gradient "at 0" (θ₀),
+    or an "extra step" after the pull-back, as SFPO takes."""
+    theta = theta_0
+    for grad in grads:
+        theta = theta - lr * grad(theta_0 if mistake == "at 0" else theta)
+    theta = params.reposition(theta, theta_0, alpha)
+    return theta - lr * grads[-1](theta) if mistake == "extra step" else theta
+
+
+def _lookahead_update(
+    theta_0: Tensor, grads: list[Grad], alpha: float, lr: float
+) -> Tensor:
+    """θ after toy.lookahead_update with SGD: its k-th fresh batch is ``grads[k]``."""
+    batches = iter(grads)  # lookahead_update samples a fresh batch per inner step
+    steps = dict(num_inner_steps=len(grads), alpha=alpha)
+    return _sgd(lookahead_update, theta_0, lr, lambda: next(batches), **steps)
+
+
 check_lookahead_sgd_step = Exercise(
     "Lookahead step with SGD: fn(theta_0, grads, alpha, lr) -> theta_next: a step per "
     "FRESH batch, θ₀ + α(θ_k − θ₀), no extra step. Reference: toy.lookahead_update.",
-    lambda t0, gs, a, lr: _sgd(
-        lookahead_update, t0, lr, iter(gs).__next__, num_inner_steps=len(gs), alpha=a
-    ),
+    _lookahead_update,
     lambda: [
-        (label, ToyBandit().theta.detach(), [*map(toy_grad, seeds)], a, 0.5)
-        for label, seeds, a in [
-            ("hand-made: 3 fresh batches", (0, 1, 2), 0.8),
-            ("random: 2 fresh batches, α = 0.5", (7, 8), 0.5),
-            ("degenerate: α = 1 (k plain steps)", (3, 4), 1.0),
+        (label, ToyBandit().theta.detach(), [toy_grad(s) for s in seeds], a, lr)
+        for label, seeds, a, lr in [
+            ("hand-made: 3 fresh batches, η = 0.5", (0, 1, 2), 0.8, 0.5),
+            ("random: 2 fresh batches, α = 0.5, η = 0.3", (7, 8), 0.5, 0.3),
+            ("degenerate: α = 1 (k plain steps)", (3, 4), 1.0, 0.5),
         ]
     ],
-    {
-        "Lookahead takes NO extra step after pulling back (SFPO "
-        "does).": lambda t0, gs, a, lr: _points(t0, gs, lr, 0, a)[2],
-    },
+    [
+        (
+            partial(_lookahead, mistake="extra step"),
+            "Lookahead takes NO extra step after pulling back (SFPO does).",
+        ),
+        (
+            partial(_lookahead, mistake="at 0"),
+            "each inner step uses the gradient at the CURRENT inner point.",
+        ),
+    ],
 )
 check_sfpo_points = Exercise(
     "the three points of an SFPO step: fn(theta_0, grad_fn, lr, num_fast_steps, alpha) "
     "-> (theta_k, theta_tilde, theta_next), each (2,). Reference: params.reposition.",
     _points,
     lambda: [(label, t0, g, lr, K, a) for label, t0, g, K, a, lr in _sgd_cases()],
-    {
-        "α is the share of the fast path you KEEP: θ̃ = θ₀ + α(θ_K − θ₀), so α = 1 "
-        "gives θ_K.": partial(_points, mistake="back"),
-        "the slow step starts from θ̃, not θ_K: θ_{s+1} = θ̃ − η∇L(θ̃); from θ_K the "
-        "reposition is lost.": partial(_points, mistake="from K"),
-        "the slow step's gradient is taken AT θ̃, where the step starts, not at "
-        "θ_K.": partial(_points, mistake="at K"),
-    },
+    [
+        (
+            partial(_points, mistake="back"),
+            "α is the share of the fast path you KEEP: θ̃ = θ₀ + α(θ_K − θ₀).",
+        ),
+        (
+            partial(_points, mistake="from K"),
+            "the slow step starts from θ̃, not θ_K: θ_{s+1} = θ̃ − η∇L(θ̃); from θ_K "
+            "the reposition is lost.",
+        ),
+        (
+            partial(_points, mistake="at 0"),
+            "the slow step's gradient is taken AT θ̃, where it starts, not at θ₀.",
+        ),
+        (
+            partial(_points, mistake="at K"),
+            "the slow step's gradient is taken AT θ̃, where it starts, not at θ_K.",
+        ),
+        (
+            partial(_points, mistake="K + 1"),
+            "one fast step too many: K fast steps go θ⁰ → θ¹ → … → θ_K, K gradient "
+            "evaluations (range(num_fast_steps)).",
+        ),
+        (
+            partial(_points, mistake="K - 1"),
+            "one fast step too few: θ_K is reached after K fast steps, not K − 1.",
+        ),
+    ],
     names=("theta_k", "theta_tilde", "theta_next"),
 )
 _F32, _BF16 = torch.float32, torch.bfloat16
@@ -184,21 +269,27 @@ check_interpolate_ = Exercise(
     lambda: [  # α = 0 and 1 are exact: what makes SFPO equal GRPO (×(K+1)) bit for bit
         ("hand-made: one 2-element parameter, α = 0.8", *_ONE, 0.8),
         ("random: a bf16 parameter among fp32 ones", *_params(0.6, _F32, _BF16, _F32)),
-        ("degenerate: α = 1 leaves θ_K bit for bit", *_params(1.0, _F32, _F32)),
-        ("degenerate: α = 0 returns θ₀ bit for bit", *_params(0.0, _F32, _F32)),
+        Case("degenerate: α = 1 leaves θ_K", _params(1.0, _F32, _F32), exact=True),
+        Case("degenerate: α = 0 returns θ₀", _params(0.0, _F32, _F32), exact=True),
     ],
-    {
-        "the parameters did not change: update them in place (p.lerp_(...) or "
-        "p.copy_(...)); returning new tensors is not enough.": lambda ps, t0, a: None,
-        "right up to rounding, but θ₀ + α(θ − θ₀) is not exact in floating point: "
-        "p.lerp_(θ₀, 1 − α) is exact at α = 0 and 1.": _literal_,
-    },
+    [
+        (
+            lambda ps, t0, a: None,
+            "the parameters did not change: update them in place (p.lerp_(...) or "
+            "p.copy_(...)); returning new tensors is not enough.",
+        ),
+        (
+            _literal_,
+            "right up to rounding, but θ₀ + α(θ − θ₀) is not exact in floating point: "
+            "p.lerp_(θ₀, 1 − α) is exact at α = 0 and 1.",
+        ),
+    ],
     names=("parameter 0", "parameter 1", "parameter 2"),
     in_place=True,
     atol=1e-6,
     rtol=1e-6,
 )
-_V = torch.tensor([[0.0, 0], [2, 0], [1.6, 1]])
+_THETA_0, _THETA_K, _THETA_NEXT = torch.tensor([[0.0, 0], [2, 0], [1.6, 1]])
 check_drift_metrics = Exercise(
     "drift metrics: fn(theta_0, theta_k, theta_next, alpha) -> {sfpo/drift_norm ‖θ_K − "
     "θ₀‖, sfpo/reposition_norm ‖θ̃ − θ₀‖, sfpo/slow_step_norm ‖θ_{s+1} − θ̃‖, "
@@ -209,14 +300,22 @@ check_drift_metrics = Exercise(
         if "sfpo/" in k
     },
     lambda: [
-        ("hand-made: fast (2, 0), slow (0, 1)", *_V, 0.8),
+        ("hand-made: fast (2, 0), slow (0, 1)", _THETA_0, _THETA_K, _THETA_NEXT, 0.8),
         ("random: D = 50", *torch.randn(3, 50, generator=gen(12)), 0.8),
-        ("degenerate: θ_K = θ₀", _V[1], _V[1], _V[2], 0.8),
+        ("degenerate: θ_K = θ₀", _THETA_K, _THETA_K, _THETA_NEXT, 0.8),
     ],
-    {
-        "the slow step starts at θ̃ = θ₀ + α(θ_K − θ₀), not at θ_K: measure "
-        "‖θ_{s+1} − θ̃‖.": partial(_drift, from_k=True),
-        "if either vector is zero the cosine is undefined (0 / 0 is NaN): return "
-        "0.0.": partial(_drift, cos=lambda u, v: (u @ v / u.norm() / v.norm()).item()),
-    },
+    [
+        (
+            partial(_drift, start="theta_k"),
+            "the slow step ‖θ_{s+1} − θ̃‖ starts at θ̃ = θ₀ + α(θ_K − θ₀), not at θ_K.",
+        ),
+        (
+            partial(_drift, start="theta_0"),
+            "the slow step ‖θ_{s+1} − θ̃‖ starts at θ̃ = θ₀ + α(θ_K − θ₀), not at θ₀.",
+        ),
+        (
+            partial(_drift, cos=lambda u, v: (u @ v / u.norm() / v.norm()).item()),
+            "if a vector is zero the cosine is undefined (0 / 0 is NaN): return 0.0.",
+        ),
+    ],
 )
