@@ -88,23 +88,24 @@ class SFPOConfig:
     stop_threshold: float = 1.0
     """τ: z-score threshold of the stop rule (> 0); a larger τ ignores noisier entropy."""
     stop_step: int | None = None
-    """Outer step at which the ``step`` rule switches SFPO off (required for it)."""
+    """Outer step (≥ 0) at which the ``step`` rule switches SFPO off (required for it)."""
 
     # --- GRPO loss -----------------------------------------------------------------
     lr: float = 3e-4
-    """η: learning rate, in (0, 10]. 3e-4 suits LoRA; full fine-tuning: 1e-6."""
+    """η: learning rate, in (0, 10]. 3e-4 suits LoRA; full fine-tuning (paper): 1e-6."""
     optimizer: str = "adamw"
     """``adamw`` (one AdamW for all stages, never reset) or ``sgd`` (no momentum)."""
     weight_decay: float = 0.0
     """AdamW weight decay, in [0, 1); acts in the fast steps too."""
     max_grad_norm: float | None = 1.0
-    """Clip each optimizer step's gradient norm to this; ``None`` disables."""
+    """Clip each optimizer step's gradient norm to this (> 0); ``None`` disables."""
     group_size: int = 8
     """G: completions per prompt; advantages are normalised within a group. ≥ 2."""
     clip_eps: float = 0.2
     """ε: PPO clip range, ratio π_θ/π_θ₀ clipped to [1 − ε, 1 + ε]. In (0, 1)."""
     kl_coef: float = 0.0
-    """β: weight of the k3 KL penalty to the base model (LoRA adapter off). ≥ 0."""
+    """β: weight of the k3 KL penalty to the base model (LoRA adapter off). ≥ 0;
+    needs lora_r > 0."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (reference code: 0.001). ≥ 0."""
     loss_agg: str = "token_mean"
@@ -113,7 +114,7 @@ class SFPOConfig:
     scale_rewards: bool = True
     """Divide advantages by the group's reward std (GRPO); ``False``: Dr. GRPO."""
     num_minibatches: int = 1
-    """Optimizer steps per pass (paper: 1, reference code: 4); divides num_prompts × G."""
+    """Optimizer steps per pass (paper: 1, reference: 4); must divide num_prompts × G."""
 
     # --- rollouts and task -----------------------------------------------------------
     num_prompts: int = 4
@@ -128,17 +129,19 @@ class SFPOConfig:
     """``arithmetic`` (a + b, a, b in 1..20), ``arithmetic-hard``, ``arithmetic-mix``,
     ``gsm8k``, ``reasoning_gym:<name>`` or a JSONL file of ``prompt``/``answer``."""
     reward_scheme: str = "binary"
-    """``binary`` (1 correct, else 0) or ``reference`` (also 0.1 for a wrong answer)."""
+    """``binary`` (1 correct, else 0) or ``reference`` (1 correct, 0.1 if an answer is
+    extractable but wrong, else 0)."""
     system_prompt: str | None = None
     """System turn of the chat template; ``None`` keeps the model's default."""
 
     # --- model ---------------------------------------------------------------------
     model: str = "smollm2-135m"
-    """``smollm2-135m`` (offline), ``tiny`` (random, 79 K parameters), a folder or hub."""
+    """``smollm2-135m`` (offline), ``tiny`` (random, 79 K parameters), a local folder
+    or a hub name."""
     lora_r: int = 16
-    """LoRA rank; 0 trains all weights (full fine-tuning)."""
+    """LoRA rank, ≥ 0; 0 trains all weights (full fine-tuning)."""
     lora_alpha: int = 32
-    """LoRA scaling numerator (not the SFPO α)."""
+    """LoRA scaling numerator (not the SFPO α), ≥ 1."""
     quantization: str = "none"
     """Base-model quantization: ``none``, ``4bit`` (NF4, QLoRA) or ``8bit``. Needs LoRA."""
     device: str = "auto"
@@ -162,7 +165,8 @@ class SFPOConfig:
     save_every: int = 5
     """Checkpoint every this many steps (and at the end); 0 saves only at the end."""
     snapshot_every: int = 0
-    """Save θ₀, fast steps, θ̃, θ_{s+1} every this many steps (LoRA plots); 0: off."""
+    """Save θ₀, fast steps, θ̃, θ_{s+1} every this many steps (LoRA plots); 0: off.
+    Sensible only under LoRA (without it each snapshot is a full-size vector)."""
     num_samples_logged: int = 8
     """Completions per step written to samples.jsonl (all G of the first prompts)."""
     diagnostics: bool = True
@@ -214,6 +218,7 @@ class SFPOConfig:
             raise self._invalid("quantization", rule, lora_fix + "quantization='none'")
         if self.kl_coef > 0 and self.lora_r == 0:
             rule = "the KL reference is the base model with the LoRA adapter off"
+            rule += ", and lora_r=0 has no adapter"
             raise self._invalid("kl_coef", rule, lora_fix + "kl_coef=0")
         if self.num_steps * self.num_prompts > MAX_TRAIN_PROBLEMS:
             raise ValueError(
@@ -254,7 +259,8 @@ class SFPOConfig:
         names = sorted(f.name for f in dataclasses.fields(cls))
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}. Fix: use {names}.")
+            fix = f"Fix: remove or rename them; valid fields are {names}."
+            raise ValueError(f"unknown config field(s) {unknown}. {fix}")
         return cls(**data)
 
     def replace(self, **changes: Any) -> SFPOConfig:

@@ -8,8 +8,9 @@ training, at points: flat fp32 vectors (D,) of the trainable parameters
     plane = plane_basis(theta_0, theta_k, theta_next, alpha)           # 2-D coordinates
     grid = plane_grid(params, plane, loss_fn, batch)                   # loss on a grid
 
-``params`` are what ``loss_fn`` reads, ``batch`` was sampled at θ₀; both functions put
-``params`` back bit for bit, even on an exception.
+``params`` are what ``loss_fn`` reads, ``batch`` was sampled at θ₀. ``reposition_line``
+and ``plane_grid`` move ``params`` in place to each point and put them back bit for
+bit, even on an exception.
 """
 
 import copy
@@ -159,7 +160,8 @@ def plane_grid(
     num: int = 31,
 ) -> dict[str, Tensor]:
     """loss_fn stats at θ₀ + x·u + y·v on a grid (default: ``num`` × ``num`` around
-    the marked points): {"x": (X,), "y": (Y,), STAT_KEYS: (Y, X)}."""
+    the marked points): {"x": (X,), "y": (Y,)} plus a (Y, X) grid per ``STAT_KEYS``
+    name (``loss``, ``kl``, ``clip_frac``, ``ratio_dev``)."""
     if xs is None or ys is None:
         pts = torch.stack(list(plane.coords.values()))  # (4, 2)
         lo, hi = pts.min(0).values, pts.max(0).values

@@ -40,7 +40,8 @@ def group_advantages(
     if group_size < 2 or rewards.dim() != 1 or rewards.numel() % group_size:
         raise ValueError(
             f"rewards of shape {tuple(rewards.shape)} cannot be split into groups of "
-            f"{group_size}. Fix: pass num_prompts × group_size rewards, group_size >= 2."
+            f"{group_size}. Fix: pass a 1-D tensor of num_prompts × group_size "
+            "rewards, group_size >= 2."
         )
     grouped = rewards.float().view(-1, group_size)  # (N, G)
     mean = grouped.mean(dim=1, keepdim=True)  # (N, 1)
@@ -150,9 +151,11 @@ def grpo_loss(
 
     L(θ) = agg_t[ −min(ρ_t Â, clip(ρ_t, 1−ε, 1+ε) Â) + β KL_k3(π_θ ‖ π_ref)_t − c H_t ]
 
-    ``entropy`` (per token) is needed for the bonus and logged when given. Diagnostics:
-    ``loss``, ``clip_frac``, ``kl`` (KL(π_θ₀ ‖ π_θ) by k3: how far this pass has moved
-    from the behaviour policy), ``ratio_dev`` (mean |ρ − 1|), ``entropy``, ``ref_kl``.
+    ``entropy`` (per token) is needed for the bonus and logged when given; ``max_tokens``
+    is Dr. GRPO's constant (the generation limit). Diagnostics: ``loss``, ``clip_frac``,
+    ``kl`` (KL(π_θ₀ ‖ π_θ) by k3: how far this pass has moved from the behaviour
+    policy), ``ratio_dev`` (mean |ρ − 1|), and where available ``entropy`` (when
+    ``entropy`` is given) and ``ref_kl`` (when ``kl_coef > 0``).
     """
     per_token, ratio, is_clipped = clipped_surrogate(
         per_token_logps, old_per_token_logps, advantages, clip_eps

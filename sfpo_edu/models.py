@@ -98,7 +98,8 @@ def load_policy(
     (LLM.int8); it needs `lora=True`. `device`: `"auto"` (cuda if available, else
     cpu), `"cpu"`, `"cuda:1"`...; `dtype`: see `resolve_dtype`. `cache_dir` holds the
     converted SmolLM2 and hub downloads; `trust_remote_code` lets a hub model run its
-    own code; `seed` seeds the tiny model's weights and the LoRA initialisation.
+    own code (off unless you trust the repository); `seed` seeds the tiny model's
+    weights and the LoRA initialisation.
     """
     device_ = _resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_, name)
@@ -230,7 +231,8 @@ def _prepare_base(
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if gradient_checkpointing:
         # Non-reentrant checkpointing needs no input-requires-grad hook under LoRA.
-        # (transformers >= 5.23, which pyproject requires, calls it "activation".)
+        # (transformers >= 5.23 calls it activation checkpointing; pyproject requires
+        # >= 5.24.)
         model.activation_checkpointing_enable({"use_reentrant": False})
 
 
@@ -424,7 +426,8 @@ def resolve_dtype(dtype: str, device: torch.device, name: str = "") -> torch.dty
 def set_cpu_threads(requested: int = 0) -> int:
     """Set torch's CPU thread count (``SFPOConfig.num_threads``) and return it. 0: the
     cores other processes leave idle by the load average, at least one (threads that
-    share a busy core spin against it); nothing if ``OMP_NUM_THREADS`` is set."""
+    share a busy core spin against it). With ``OMP_NUM_THREADS`` set, 0 changes
+    nothing; a count > 0 is used as given."""
     if requested > 0:
         torch.set_num_threads(requested)
     elif not os.environ.get("OMP_NUM_THREADS"):

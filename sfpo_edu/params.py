@@ -26,7 +26,10 @@ def trainable_params(model_or_params: nn.Module | Iterable[Tensor]) -> list[Tens
         model_or_params = model_or_params.parameters()
     params = [p for p in model_or_params if p.requires_grad]
     if not params:
-        raise ValueError("no trainable parameters: enable LoRA or unfreeze weights.")
+        raise ValueError(
+            "no trainable parameters (none has requires_grad=True). Fix: enable LoRA "
+            "or unfreeze some weights."
+        )
     return params
 
 

@@ -666,8 +666,8 @@ REGIME_COLORS = {arm: color for arm, (_, color) in _REGIME.items()}
 def plot_regime_map(grid: dict[str, Any]) -> Figure:
     """The regime map of ``grid``, the ``map`` of ``bench/results/regime_map.json``:
     per learning rate and arm, best (●) and final (○) held-out accuracy, × fewer
-    rollouts than GRPO to GRPO's best (whisker: the seeds' range), final entropy.
-    Defined in :doc:`results`."""
+    rollouts than GRPO to GRPO's best (whisker: the seeds' range), and the entropy
+    averaged over the last five steps (``entropy_last5``). Defined in :doc:`results`."""
     lrs = sorted(grid, key=float)
     arms = [a for a in REGIME_LABELS if any(a in grid[lr]["arms"] for lr in lrs)]
     fig, (acc, fewer, entropy) = new_figure((15, 4.6), 1, 3)

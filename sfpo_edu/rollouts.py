@@ -3,7 +3,8 @@
 `generate_rollouts` repeats each prompt G = `group_size` times in a row (rows 0..G-1
 answer prompt 0, and so on; B = num_prompts * G) and samples with the temperature
 (and optional top-p) only: a model's own top-k and repetition penalty are off, so
-`per_token_logps(..., temperature=T)` scores the distribution the tokens came from.
+`per_token_logps(..., temperature=T)` scores the distribution the tokens came from
+(with top_p < 1, of the distribution before truncation, as in TRL).
 LoRA adapters stay unmerged: `unmerge_adapter()` does not restore the base weights
 bit for bit. `greedy_completions` decodes greedily for held-out evaluation.
 
@@ -137,8 +138,8 @@ def eos_token_ids(policy: Policy) -> list[int]:
 def mask_after_eos(
     completion_ids: Tensor, eos_ids: list[int], pad_id: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Pad `completion_ids` (B, T) after each row's first EOS. Returns them, the
-    completion_mask (B, T) (1 up to and including the EOS) and truncated (B,)."""
+    """Return a copy of `completion_ids` (B, T) padded after each row's first EOS,
+    completion_mask (B, T) (1 up to and including it), truncated (B,) (True: no EOS)."""
     is_eos = torch.isin(
         completion_ids, torch.tensor(eos_ids, device=completion_ids.device)
     )

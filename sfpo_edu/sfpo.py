@@ -139,8 +139,9 @@ def grpo_update(
     path: StepPath | None = None,
 ) -> dict[str, float]:
     """GRPO: ``num_passes`` passes of the loss over one rollout batch (TRL's μ). One
-    pass logs as ``pass/…``; μ > 1 passes are SFPO at α = 1 (θ̃ = θ_K) and log as it
-    does (``fast/…``, ``slow/…``, ``path``). Defined in :doc:`grpo`."""
+    pass logs as ``pass/…``; μ > 1 passes are SFPO at α = 1 (θ̃ = θ_K): the last pass
+    logs as ``slow/…``, the one before as ``fast/…``. ``sfpo/entropy`` is the last
+    pass's entropy; ``path`` gets the start of every pass. Defined in :doc:`grpo`."""
     _check_counts(num_passes=num_passes)
     minibatches = split_batch(batch, num_minibatches)
     passes = []
@@ -243,7 +244,8 @@ class StopRule:
     population std, the window including the latest value.
 
     * ``rise`` (reference code): fire when z ≥ τ.
-    * ``abs`` (paper): fire when |z| ≥ τ (≈ 1.68 on a steadily falling entropy, ω = 30).
+    * ``abs`` (paper): fire when |z| ≥ τ; on a steady fall |z| ≈ 1.68 for ω = 30, so
+      τ = 1 fires as soon as the window fills.
     * ``step``: fire at ``stop_step``;  ``never``: never fire.
 
     Defined in :doc:`stop_rule`.
@@ -340,10 +342,11 @@ def start_outer_step(
     sfpo: bool = True,
     agree: Callable[[bool], bool] | None = None,
 ) -> dict[str, float]:
-    """Check the stop rule and fix the step's α (0 once the rule fired); returns the
-    ``sfpo/…`` keys. GRPO (``sfpo=False``) never checks the rule. ``agree`` lets several
-    processes take one decision (e.g. rank 0's). The one controller of ``update`` and
-    ``trl.SFPOTrainer``. Defined in :doc:`stop_rule`.
+    """Check the stop rule and fix the step's α (0 once the rule fired); returns
+    ``sfpo/alpha``, ``sfpo/active``, ``sfpo/stopped`` and ``sfpo/entropy_z`` (once ω
+    entropies exist). GRPO (``sfpo=False``) never checks the rule and reports its α as
+    inactive. ``agree`` lets several processes take one decision (e.g. rank 0's). The
+    one controller of ``update`` and ``trl.SFPOTrainer``. Defined in :doc:`stop_rule`.
     """
     z = stop_rule.zscore()
     off = stop_rule.check(step) if sfpo else False

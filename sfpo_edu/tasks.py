@@ -13,10 +13,11 @@
 - ``"gsm8k"``: word problems from the Hugging Face hub (offline: ``load_gsm8k(path=)``).
 - ``"reasoning_gym:<name>"``: the optional package's generators (``chain_sum``, ...).
 
-``"train"`` and ``"heldout"`` never share a problem: an arithmetic expression's split is
-fixed by a hash of its text, GSM8K has train and test, a JSONL file is its own split
-(reasoning-gym's ``"heldout"`` is only another seed). A task with fewer problems than
-``n`` is dealt out in shuffled passes, like epochs.
+``"train"`` and ``"heldout"`` never share a problem (an arithmetic expression's split is
+fixed by a hash of its text, GSM8K has train and test), except a JSONL file (``split``
+is ignored: held-out = training problems) and reasoning-gym (``"heldout"`` is another
+seed; repeats possible). A task with fewer problems than ``n`` is dealt out in
+shuffled passes, like epochs.
 """
 
 import hashlib
@@ -61,7 +62,9 @@ def arithmetic_problems(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
     if min_operand > max_operand:
-        raise ValueError(f"min_operand={min_operand} > max_operand={max_operand}.")
+        raise ValueError(
+            f"min_operand={min_operand} must be <= max_operand={max_operand}."
+        )
     if not ops or any(op not in OPS for op in ops):
         raise ValueError(f"ops must be a non-empty tuple drawn from {OPS}, got {ops}.")
     if num_steps < 1:
@@ -77,8 +80,9 @@ def arithmetic_problems(
             if _split_of(_expression_text(numbers, chosen_ops)) == split
         ]
         if not pool:
-            space = f"operands {min_operand}..{max_operand}, {num_steps} step(s)"
-            raise ValueError(f"{split!r} split is empty for {space}; widen the range.")
+            space = f"{min_operand}..{max_operand}, ops {ops}, {num_steps} step(s)"
+            fix = "Fix: widen the operand range or add steps."
+            raise ValueError(f"{split!r} split is empty for operands {space}. {fix}")
         expressions = _deal(pool, n, rng)
     else:
         expressions = []

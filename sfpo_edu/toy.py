@@ -70,7 +70,10 @@ class ToyBandit(nn.Module):
     ) -> None:
         super().__init__()
         if len(arm_angles_deg) != len(arm_rewards) or len(arm_rewards) < 2:
-            raise ValueError("len(arm_angles_deg) must equal len(arm_rewards), >= 2.")
+            raise ValueError(
+                f"got {len(arm_angles_deg)} arm_angles_deg and {len(arm_rewards)} "
+                "arm_rewards. Fix: give one angle and one reward per arm, >= 2 arms."
+            )
         angles = torch.tensor(arm_angles_deg, dtype=torch.float64) * math.pi / 180
         features = torch.stack([angles.cos(), angles.sin()], dim=1).float()  # (A, 2)
         self.register_buffer("features", features)

@@ -358,23 +358,7 @@ class Trainer:
                 dynamic_ncols=True,
             )
             with graceful_interrupt() as interrupt:
-                while self.step < cfg.num_steps and not interrupt["stop"]:
-                    s = self.step
-                    row = {}
-                    if cfg.eval_every and s % cfg.eval_every == 0:
-                        row |= self.evaluate()
-                    row = self.train_step(s) | row
-                    if row.get("update/skipped"):
-                        warnings.warn(
-                            f"step {s}: non-finite loss, update skipped", stacklevel=1
-                        )
-                    self.logger.log(row)
-                    rows.append(row)
-                    self.step = s + 1
-                    if cfg.save_every and self.step % cfg.save_every == 0:
-                        self.save_checkpoint()
-                    bar.update(1)
-                    bar.set_postfix(_postfix(row))
+                self._run_steps(bar, interrupt, rows)
                 if self.step == cfg.num_steps and not interrupt["stop"]:
                     final = {"step": self.step, "rollouts/total": self.rollouts_total}
                     if cfg.eval_every:
@@ -388,6 +372,28 @@ class Trainer:
             return rows
         finally:
             unlock_run_dir(self.run_dir)
+
+    def _run_steps(self, bar: Any, interrupt: dict[str, bool], rows: list) -> None:
+        """Outer steps until ``num_steps`` or Ctrl-C: log each row and append it to
+        ``rows``, checkpoint every ``save_every`` steps."""
+        cfg = self.cfg
+        while self.step < cfg.num_steps and not interrupt["stop"]:
+            s = self.step
+            row = {}
+            if cfg.eval_every and s % cfg.eval_every == 0:
+                row |= self.evaluate()
+            row = self.train_step(s) | row
+            if row.get("update/skipped"):
+                warnings.warn(
+                    f"step {s}: non-finite loss, update skipped", stacklevel=1
+                )
+            self.logger.log(row)
+            rows.append(row)
+            self.step = s + 1
+            if cfg.save_every and self.step % cfg.save_every == 0:
+                self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(_postfix(row))
 
     # --- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -545,7 +551,8 @@ def load_checkpoint_folder(
     folder: Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load a checkpoint folder into ``policy`` (and ``optimizer``); returns its state.
-    A file unreadable, or with NaN or misshapen tensors, is an error (``_damaged``)."""
+    A file unreadable, or with NaN or misshapen tensors, is a ValueError naming the file
+    and the previous checkpoint."""
     state = _read_state(folder)
     path = folder / "trainable.safetensors"
     weights = _read_or_damaged(path, lambda: load_file(str(path)))
@@ -574,7 +581,8 @@ def load_checkpoint_folder(
 def load_checkpoint(
     run_dir: str | Path, policy: Policy, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any] | None:
-    """``load_checkpoint_folder(find_checkpoint(run_dir), ...)``; None if none."""
+    """``load_checkpoint_folder(find_checkpoint(run_dir), ...)``: the state
+    (``next_step``, ``rollouts_total``, ``stop_rule``, ``config``), or None if none."""
     folder = find_checkpoint(run_dir)
     return None if folder is None else load_checkpoint_folder(folder, policy, optimizer)
 

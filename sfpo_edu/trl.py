@@ -12,12 +12,16 @@ TRL computes ``old_per_token_logps`` once at the sampling policy θ₀, then run
     micro-step 0 of pass K:  reposition in place             θ̃ = θ₀ + α(θ_K − θ₀)
     pass K:                  slow, from θ̃                   θ_{s+1} = θ̃ − η∇L(θ̃)
 
-α = 1 is exactly ``GRPOTrainer``. Departures from ``sfpo_edu.sfpo`` and the paper:
-1. A pass is TRL's (shuffled micro-batches); it must be whole optimizer steps (θ_K).
+α = 1 is exactly ``GRPOTrainer`` with ``num_iterations = K + 1``. Departures from
+``sfpo_edu.sfpo`` and the paper:
+1. A pass is TRL's (shuffled micro-batches); it must be whole optimizer steps, so that
+   θ_K exists.
 2. The loss is TRL's ``loss_type``; ``dapo`` is ``token_mean`` if a pass is one step.
-3. TRL's LR scheduler steps per optimizer step (``"constant"`` matches ``sfpo_edu``).
+3. TRL's LR scheduler steps per optimizer step; ``lr_scheduler_type="constant"``
+   matches ``sfpo_edu``.
 4. While SFPO is off (stop rule fired, or α = 0) the K fast slots are skipped with no
-   gradients, so AdamW moves nothing (TRL logs loss 0) and fp16's scaler cannot step.
+   gradients, so AdamW moves nothing (TRL logs loss 0) and fp16's scaler cannot step:
+   fp16 is refused unless ``stop_rule="never"`` and α > 0.
 5. The stop rule reads TRL's ``entropy`` of the slow pass; rank 0 decides for all.
 6. ``sfpo/slow_step_norm``, ``sfpo/cos_fast_slow`` and ``kl/theta_k`` are not logged.
 """
@@ -58,8 +62,8 @@ try:
     import trl
     from trl import GRPOConfig, GRPOTrainer
 except ImportError as err:
-    message = f"sfpo_edu.trl needs trl{TRL_TESTED}, not installed. Fix: {TRL_FIX}"
-    raise ImportError(message) from err
+    message = f"sfpo_edu.trl needs trl{TRL_TESTED}, which is not installed"
+    raise ImportError(f"{message}. Fix: {TRL_FIX}") from err
 check_trl_version(trl.__version__)
 
 STATE_FILE = "sfpo_state.json"
@@ -99,7 +103,8 @@ class SFPOGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"steps_per_generation={self.steps_per_generation} is not a multiple "
                 f"of gradient_accumulation_steps={self.gradient_accumulation_steps}, "
-                "so no θ_K exists between passes. Fix: make it one, or leave it unset."
+                "so no θ_K exists between passes. Fix: make steps_per_generation a "
+                "multiple of gradient_accumulation_steps, or leave it unset."
             )
         if self.fp16 and (self.stop_rule != "never" or self.alpha == 0):
             raise ValueError(
