@@ -129,10 +129,8 @@ def eval_curve(runs: list[Any]) -> tuple[list[float], list[list[float]]]:
     """Rollouts at each evaluation and the held-out accuracy of each seed there."""
     per_seed = []
     for run in runs:
-        rows = [r for r in run.metrics if r.get("eval/accuracy") is not None]
-        per_step = run.config["num_prompts"] * run.config["group_size"]
-        xs = [r["step"] * per_step for r in rows]  # rollouts used before that eval
-        per_seed.append([r["eval/accuracy"] for r in rows])
+        xs, accs = run.series("eval/accuracy", "rollouts/total")  # rollouts before it
+        per_seed.append(accs)
     return xs, per_seed
 
 

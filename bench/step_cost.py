@@ -169,9 +169,10 @@ def main() -> None:
         print(f"{name:<22}{r['generate_s']:>9.2f}{r['old_logps_s']:>8.2f}{r['update_s']:>8.2f}"
               f"{r['update_per_pass_s']:>7.2f}{r['step_s']:>7.2f}{r.get('pass_gflop_per_s', float('nan')):>9.1f}"
               f"{r['peak_rss_mb']:>9.0f}")  # fmt: skip
-    fp32_share = results["grpo/none"]["pass_gflop_per_s"] / gemm["float32"]
+    g = results["grpo/none"]["pass_gflop_per_s"]
+    fp32_share = g / gemm["float32"]
     print(
-        f"an fp32 update pass runs at {results['grpo/none']['pass_gflop_per_s']:.0f} "
+        f"an fp32 update pass runs at {g:.0f} "
         f"GFLOP/s = {fp32_share:.0%} of this CPU's fp32 GEMM peak"
     )
     diag = results["sfpo_diagnostics/none"]["step_s"] / results["sfpo/none"]["step_s"]

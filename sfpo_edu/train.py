@@ -300,9 +300,15 @@ class Trainer:
         t1 = time.perf_counter()
         snapshot = cfg.snapshot_every and step % cfg.snapshot_every == 0
         path = StepPath() if snapshot else None
-        params, optimizer, loss_fn = self.params, self.optimizer, self.loss_fn
         metrics = update(
-            params, optimizer, batch, loss_fn, cfg, self.stop_rule, step, path
+            self.params,
+            self.optimizer,
+            batch,
+            self.loss_fn,
+            cfg,
+            self.stop_rule,
+            step,
+            path,
         )
         t2 = time.perf_counter()
         if path is not None and not metrics["update/skipped"]:
@@ -348,7 +354,7 @@ class Trainer:
         try:
             from tqdm.auto import tqdm
 
-            cfg, rows = self.cfg, []
+            cfg = self.cfg
             bar = tqdm(
                 total=cfg.num_steps,
                 initial=self.step,
@@ -358,7 +364,7 @@ class Trainer:
                 dynamic_ncols=True,
             )
             with graceful_interrupt() as interrupt:
-                self._run_steps(bar, interrupt, rows)
+                rows = self._run_steps(bar, interrupt)
                 if self.step == cfg.num_steps and not interrupt["stop"]:
                     final = {"step": self.step, "rollouts/total": self.rollouts_total}
                     if cfg.eval_every:
@@ -373,10 +379,10 @@ class Trainer:
         finally:
             unlock_run_dir(self.run_dir)
 
-    def _run_steps(self, bar: Any, interrupt: dict[str, bool], rows: list) -> None:
-        """Outer steps until ``num_steps`` or Ctrl-C: log each row and append it to
-        ``rows``, checkpoint every ``save_every`` steps."""
-        cfg = self.cfg
+    def _run_steps(self, bar: Any, interrupt: dict[str, bool]) -> list[dict[str, Any]]:
+        """Outer steps until ``num_steps`` or Ctrl-C: log each row, checkpoint every
+        ``save_every`` steps; returns the rows."""
+        cfg, rows = self.cfg, []
         while self.step < cfg.num_steps and not interrupt["stop"]:
             s = self.step
             row = {}
@@ -394,6 +400,7 @@ class Trainer:
                 self.save_checkpoint()
             bar.update(1)
             bar.set_postfix(_postfix(row))
+        return rows
 
     # --- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:

@@ -253,7 +253,8 @@ def test_regime_report_by_hand():
         return [Run(
             path=Path("run"), config={"num_prompts": 2, "group_size": 8},
             metrics=[{"step": 2 * i, "eval/accuracy": a, "sfpo/stopped": float(stop == 2 * i),
-                      "sfpo/entropy": 1.0} for i, a in enumerate(c)],
+                      "sfpo/entropy": 1.0, "rollouts/total": 16 * (2 * i + 1)}
+                     for i, a in enumerate(c)],
         ) for c in curves]  # fmt: skip
 
     report = rtt.regime_report({"1e-4": {

@@ -18,7 +18,7 @@ from torch import Tensor
 
 import sfpo_edu
 
-TODO = "replace `raise NotImplementedError(...)` with your code."
+SKELETON_HINT = "replace `raise NotImplementedError(...)` with your code."
 IN_PLACE = "build a new value (x = x - m), not x -= m or x.append: the caller needs x."
 LIBRARIES = (torch.__path__[0], np.__path__[0], sfpo_edu.__path__[0])  # not the student
 
@@ -101,7 +101,11 @@ class Exercise:
         try:
             got, args = self.answer(fn, case)
         except NotImplementedError:
-            return "is not written yet (it raised NotImplementedError) on", [], TODO
+            return (
+                "is not written yet (it raised NotImplementedError) on",
+                [],
+                SKELETON_HINT,
+            )
         except Exception as err:  # the student's bug: report it, never crash
             error = f"error:     {type(err).__name__}: {err}{_student_line(err)}"
             hint = self.explain(case, expected, err) or _error_hint(str(err))

@@ -56,7 +56,7 @@ check_group_advantages = Exercise(
             "you subtracted the mean but did not divide by the std (+ 1e-6).",
         ),
         (
-            lambda r, g: _advantages(r, len(r)),
+            lambda r, g: losses.group_advantages(r, len(r))[0],
             "normalise each prompt's G rewards in its own group: rewards.view(-1, G).",
         ),
         (
@@ -89,7 +89,7 @@ check_clipped_surrogate = Exercise(
     ],
     [
         (
-            lambda *a: torch.min(*_terms(*a)),
+            lambda *a: -losses.clipped_surrogate(*a)[0],
             "the sign is flipped: the loss is MINUS the clipped objective.",
         ),
         (
@@ -123,9 +123,21 @@ check_toy_policy_gradient = Exercise(
     "−mean Â (φ_a − Σ_b π(b) φ_b). Reference: autograd through ToyBandit.make_loss_fn.",
     _toy_gradient,
     lambda: [
-        ("hand-made: one group", _T0, _F, _A, _advantages(_R[_A], 4)),
-        ("random: 8 actions at θ = 2θ₀", 2 * _T0, _F, _RA, _advantages(_R[_RA], 4)),
-        ("random: a 3-arm bandit", _T3, _F3, _A3, _advantages(_R3[_A3], 4)),
+        ("hand-made: one group", _T0, _F, _A, losses.group_advantages(_R[_A], 4)[0]),
+        (
+            "random: 8 actions at θ = 2θ₀",
+            2 * _T0,
+            _F,
+            _RA,
+            losses.group_advantages(_R[_RA], 4)[0],
+        ),
+        (
+            "random: a 3-arm bandit",
+            _T3,
+            _F3,
+            _A3,
+            losses.group_advantages(_R3[_A3], 4)[0],
+        ),
         ("hand-made: raw rewards as Â (not zero-mean)", _T0, _F, _A, _R[_A]),
         ("degenerate: equal rewards, Â = 0", _T0, _F, _A, torch.zeros(4)),
     ],

@@ -81,6 +81,19 @@ def _points(
     return Points(theta_k, tilde, start - lr * grad(at))  # Eq. (4): θ̃ − η∇L(θ̃)
 
 
+# The hint of each ``_points`` mistake, shared by the SFPO step and points checks.
+_POINT_HINTS = {
+    "back": "α is the share of the fast path you KEEP: θ̃ = θ₀ + α(θ_K − θ₀).",
+    "from K": "the slow step starts from θ̃, not θ_K: θ_{s+1} = θ̃ − η∇L(θ̃); from θ_K "
+    "the reposition is lost.",
+    "at 0": "the slow step's gradient is taken AT θ̃, where it starts, not at θ₀.",
+    "at K": "the slow step's gradient is taken AT θ̃, where it starts, not at θ_K.",
+    "K + 1": "one fast step too many: K fast steps go θ⁰ → θ¹ → … → θ_K, K gradient "
+    "evaluations (range(num_fast_steps)).",
+    "K - 1": "one fast step too few: θ_K is reached after K fast steps, not K − 1.",
+}
+
+
 def _next(mistake: str) -> Callable[..., Tensor]:
     """A wrong ``sfpo_sgd_step``: θ_{s+1} of ``_points`` with ``mistake``."""
     return lambda t0, grad, K, a, lr: _points(t0, grad, lr, K, a, mistake).theta_next
@@ -122,7 +135,7 @@ def _drift(
 ) -> dict:
     """The drift metrics, the slow step measured from ``start`` (right for θ̃ only),
     the cosine by ``cos``."""
-    tilde = t0 + a * (tk - t0)
+    tilde = params.reposition(tk, t0, a)
     begin = {"theta_tilde": tilde, "theta_k": tk, "theta_0": t0}[start]
     fast, slow = tk - t0, tn - begin
     norms = {"drift": fast, "reposition": tilde - t0, "slow_step": slow}
@@ -168,15 +181,10 @@ check_sfpo_sgd_step = Exercise(
             lambda t0, grad, K, a, lr: _points(t0, grad, lr, K, a).theta_tilde,
             "you stopped at θ̃: stage III takes one more step, θ̃ − η∇L(θ̃).",
         ),
-        (
-            _next("from K"),
-            "you skipped the reposition: the slow step starts from θ̃, not θ_K.",
-        ),
-        (
-            _next("back"),
-            "θ̃ = θ₀ + α(θ_K − θ₀): α is the share of the fast path you KEEP.",
-        ),
-        (_next("at K"), "the slow step's gradient is taken AT θ̃, not at θ_K."),
+        *[
+            (_next(mistake), _POINT_HINTS[mistake])
+            for mistake in ("from K", "back", "at K")
+        ],
     ],
 )
 
@@ -230,35 +238,8 @@ check_sfpo_points = Exercise(
     "-> (theta_k, theta_tilde, theta_next), each (2,). Reference: params.reposition.",
     _points,
     lambda: [(label, t0, g, lr, K, a) for label, t0, g, K, a, lr in _sgd_cases()],
-    [
-        (
-            partial(_points, mistake="back"),
-            "α is the share of the fast path you KEEP: θ̃ = θ₀ + α(θ_K − θ₀).",
-        ),
-        (
-            partial(_points, mistake="from K"),
-            "the slow step starts from θ̃, not θ_K: θ_{s+1} = θ̃ − η∇L(θ̃); from θ_K "
-            "the reposition is lost.",
-        ),
-        (
-            partial(_points, mistake="at 0"),
-            "the slow step's gradient is taken AT θ̃, where it starts, not at θ₀.",
-        ),
-        (
-            partial(_points, mistake="at K"),
-            "the slow step's gradient is taken AT θ̃, where it starts, not at θ_K.",
-        ),
-        (
-            partial(_points, mistake="K + 1"),
-            "one fast step too many: K fast steps go θ⁰ → θ¹ → … → θ_K, K gradient "
-            "evaluations (range(num_fast_steps)).",
-        ),
-        (
-            partial(_points, mistake="K - 1"),
-            "one fast step too few: θ_K is reached after K fast steps, not K − 1.",
-        ),
-    ],
-    names=("theta_k", "theta_tilde", "theta_next"),
+    [(partial(_points, mistake=m), hint) for m, hint in _POINT_HINTS.items()],
+    names=Points._fields,
 )
 _F32, _BF16 = torch.float32, torch.bfloat16
 _ONE = [nn.Parameter(torch.tensor([2.0, 1]))], [torch.zeros(2)]  # θ_K and θ₀
